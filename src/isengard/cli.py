@@ -1,0 +1,65 @@
+"""`isengard [CONFIG]`: start the server; `isengard --config=FILE`: write a default configuration."""
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from . import __version__
+from .config import ConfigurationError, load_configuration, write_default_configuration
+from .rest import create_app
+from .server import Isengard
+
+log = logging.getLogger("isengard")
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="isengard", description="A lightweight, scriptable DICOM server.")
+    parser.add_argument("configuration", nargs="?", help="configuration file or folder (Orthanc format)")
+    parser.add_argument("--config", metavar="FILE", help="write a commented default configuration to FILE and exit")
+    parser.add_argument("--verbose", action="store_true", help="log more")
+    parser.add_argument("--trace", action="store_true", help="log everything")
+    parser.add_argument("--version", action="version", version=f"isengard {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    level = logging.DEBUG if args.trace else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname).1s %(asctime)s %(name)s] %(message)s")
+    if args.config:
+        write_default_configuration(args.config)
+        print(f"Default configuration written to {args.config}")
+        return 0
+    try:
+        config = load_configuration(args.configuration)
+    except ConfigurationError as exc:
+        print(f"isengard: {exc}", file=sys.stderr)
+        return 2
+    isengard = Isengard(config)
+    try:
+        serve(isengard, log_level=level)
+    finally:
+        isengard.close()
+    return 0
+
+
+def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
+    config = isengard.config
+    uvicorn_config = uvicorn.Config(
+        create_app(isengard),
+        host="0.0.0.0",
+        port=config.http_port,
+        loop="uvloop",
+        http="httptools",
+        timeout_keep_alive=config.http_timeout if config.keep_alive else 0,
+        log_level=logging.getLevelName(log_level).lower(),
+        access_log=log_level <= logging.DEBUG,
+    )
+    log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
+    uvicorn.Server(uvicorn_config).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

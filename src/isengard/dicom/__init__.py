@@ -1,0 +1,1 @@
+"""The DICOM model: identifiers, resource levels, main tags and parsing of instances."""

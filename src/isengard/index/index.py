@@ -1,0 +1,592 @@
+"""The index: the DICOM hierarchy, its main tags, metadata, attachments, labels and logs.
+
+`Index.write()` and `Index.read()` open a transaction and hand out an
+`IndexTransaction`, the one API through which the rest of Isengard reads and
+changes the database. The same code serves SQLite (the default) and PostgreSQL.
+"""
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, and_, delete, event, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine, create_engine
+
+from ..dicom.levels import Level
+from ..errors import ErrorCode, IsengardError, unknown_resource
+from ..storage.area import CompressionType, FileInfo
+from . import schema
+from .enums import ChangeType, MetadataType
+from .schema import attached_files, changes, exported_resources, global_properties, labels, main_dicom_tags
+from .schema import resource_metadata, resources
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now_iso() -> str:
+    """The current UTC time as Orthanc writes dates in the index: 20240131T235959."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+
+
+@dataclass(frozen=True)
+class Resource:
+    internal_id: int
+    level: Level
+    public_id: str
+    parent_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredAttachment:
+    info: FileInfo
+    revision: int
+
+
+@dataclass
+class AddedInstance:
+    """What `add_instance` did: the four resources, which of them are new, and the
+    files of an overwritten instance, to be removed from storage after commit."""
+
+    resources: dict[Level, Resource]
+    created: list[Level]
+    already_stored: bool = False
+    replaced_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DeletedResource:
+    files: list[str]
+    remaining_ancestor: Resource | None
+    deleted: list[Resource]
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    change_type: str
+    level: Level
+    public_id: str
+    date: str
+
+
+class Index:
+    def __init__(self, url: str):
+        self.engine = _create_engine(url)
+        # SQLite allows one writer at a time: writers queue here rather than on SQLITE_BUSY.
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        self.migrate()
+
+    def migrate(self) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def write(self) -> Iterator["IndexTransaction"]:
+        if self._write_lock is None:
+            with self.engine.begin() as connection:
+                yield IndexTransaction(connection)
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            yield IndexTransaction(connection)
+
+    @contextmanager
+    def read(self) -> Iterator["IndexTransaction"]:
+        with self.engine.connect() as connection:
+            yield IndexTransaction(connection)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _create_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=8, max_overflow=16)
+
+    @event.listens_for(engine, "connect")
+    def _configure_sqlite(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        # Transactions are begun by SQLAlchemy; WAL lets readers run beside the writer.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    return engine
+
+
+def sqlite_url(directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / 'index.db'}"
+
+
+class IndexTransaction:
+    """Reads and writes of the index within one database transaction."""
+
+    def __init__(self, connection: Connection):
+        self.connection = connection
+        self._upsert_factory = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+
+    # -- resources -----------------------------------------------------------------
+
+    def lookup(self, public_id: str, level: Level | None = None) -> Resource | None:
+        query = select(resources).where(resources.c.public_id == public_id)
+        if level is not None:
+            query = query.where(resources.c.resource_type == int(level))
+        row = self.connection.execute(query).first()
+        return _resource(row) if row else None
+
+    def get(self, public_id: str, level: Level | None = None) -> Resource:
+        """The resource or an UnknownResource error (HTTP 404)."""
+        resource = self.lookup(public_id, level)
+        if resource is None:
+            raise unknown_resource(public_id)
+        return resource
+
+    def resource(self, internal_id: int) -> Resource:
+        row = self.connection.execute(select(resources).where(resources.c.internal_id == internal_id)).one()
+        return _resource(row)
+
+    def parent(self, resource: Resource) -> Resource | None:
+        return self.resource(resource.parent_id) if resource.parent_id is not None else None
+
+    def ancestor(self, resource: Resource, level: Level) -> Resource:
+        while resource.level > level:
+            resource = self.resource(resource.parent_id)  # type: ignore[arg-type]
+        return resource
+
+    def children(self, resource: Resource) -> list[Resource]:
+        rows = self.connection.execute(
+            select(resources).where(resources.c.parent_id == resource.internal_id).order_by(resources.c.internal_id)
+        )
+        return [_resource(row) for row in rows]
+
+    def children_public_ids(self, internal_ids: list[int]) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {i: [] for i in internal_ids}
+        rows = self.connection.execute(
+            select(resources.c.parent_id, resources.c.public_id)
+            .where(resources.c.parent_id.in_(internal_ids))
+            .order_by(resources.c.internal_id)
+        )
+        for parent_id, public_id in rows:
+            found[parent_id].append(public_id)
+        return found
+
+    def descendants(self, resource: Resource, level: Level) -> list[Resource]:
+        """All resources of `level` below (or equal to) `resource`, in insertion order."""
+        current = [resource]
+        while current and current[0].level < level:
+            ids = [r.internal_id for r in current]
+            rows = self.connection.execute(
+                select(resources).where(resources.c.parent_id.in_(ids)).order_by(resources.c.internal_id)
+            )
+            current = [_resource(row) for row in rows]
+        return current
+
+    def public_ids(self, internal_ids: list[int]) -> dict[int, str]:
+        rows = self.connection.execute(
+            select(resources.c.internal_id, resources.c.public_id).where(resources.c.internal_id.in_(internal_ids))
+        )
+        return dict(rows.all())
+
+    def list_resources(self, level: Level, since: int = 0, limit: int = 0) -> list[Resource]:
+        query = (
+            select(resources).where(resources.c.resource_type == int(level)).order_by(resources.c.internal_id)
+        )
+        if since:
+            query = query.offset(since)
+        if limit:
+            query = query.limit(limit)
+        return [_resource(row) for row in self.connection.execute(query)]
+
+    def count(self, level: Level) -> int:
+        query = select(func.count()).select_from(resources).where(resources.c.resource_type == int(level))
+        return self.connection.execute(query).scalar_one()
+
+    # -- main DICOM tags -------------------------------------------------------------
+
+    def main_tags(self, internal_id: int) -> dict[int, str]:
+        return self.main_tags_of([internal_id])[internal_id]
+
+    def main_tags_of(self, internal_ids: list[int]) -> dict[int, dict[int, str]]:
+        found: dict[int, dict[int, str]] = {i: {} for i in internal_ids}
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(
+                select(main_dicom_tags.c.resource_id, main_dicom_tags.c.tag, main_dicom_tags.c.value).where(
+                    main_dicom_tags.c.resource_id.in_(chunk)
+                )
+            )
+            for resource_id, tag, value in rows:
+                found[resource_id][tag] = value
+        return found
+
+    def set_main_tags(self, internal_id: int, tags: dict[int, str]) -> None:
+        self.connection.execute(delete(main_dicom_tags).where(main_dicom_tags.c.resource_id == internal_id))
+        if tags:
+            self.connection.execute(
+                insert(main_dicom_tags),
+                [{"resource_id": internal_id, "tag": int(t), "value": v} for t, v in tags.items()],
+            )
+
+    # -- metadata ----------------------------------------------------------------
+
+    def metadata(self, internal_id: int) -> dict[int, tuple[str, int]]:
+        """Metadata type -> (value, revision)."""
+        rows = self.connection.execute(
+            select(resource_metadata.c.type, resource_metadata.c.value, resource_metadata.c.revision).where(
+                resource_metadata.c.resource_id == internal_id
+            )
+        )
+        return {type_: (value, revision) for type_, value, revision in rows}
+
+    def metadata_value(self, internal_id: int, type_: int) -> str | None:
+        row = self.connection.execute(
+            select(resource_metadata.c.value).where(
+                and_(resource_metadata.c.resource_id == internal_id, resource_metadata.c.type == int(type_))
+            )
+        ).first()
+        return row[0] if row else None
+
+    def metadata_values(self, internal_ids: list[int], type_: int) -> dict[int, str]:
+        found: dict[int, str] = {}
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(
+                select(resource_metadata.c.resource_id, resource_metadata.c.value).where(
+                    and_(resource_metadata.c.resource_id.in_(chunk), resource_metadata.c.type == int(type_))
+                )
+            )
+            found.update(rows.all())
+        return found
+
+    def set_metadata(self, internal_id: int, values: dict[int, str]) -> None:
+        """Set metadata; an existing value gets its revision incremented."""
+        if not values:
+            return
+        statement = self._upsert_factory(resource_metadata)
+        statement = statement.on_conflict_do_update(
+            index_elements=["resource_id", "type"],
+            set_={"value": statement.excluded.value, "revision": resource_metadata.c.revision + 1},
+        )
+        self.connection.execute(
+            statement,
+            [{"resource_id": internal_id, "type": int(t), "value": v, "revision": 0} for t, v in values.items()],
+        )
+
+    def delete_metadata(self, internal_id: int, type_: int) -> bool:
+        result = self.connection.execute(
+            delete(resource_metadata).where(
+                and_(resource_metadata.c.resource_id == internal_id, resource_metadata.c.type == int(type_))
+            )
+        )
+        return result.rowcount > 0
+
+    # -- attachments -----------------------------------------------------------------
+
+    def attachments(self, internal_id: int) -> dict[int, StoredAttachment]:
+        rows = self.connection.execute(select(attached_files).where(attached_files.c.resource_id == internal_id))
+        return {row.content_type: _attachment(row) for row in rows}
+
+    def attachment(self, internal_id: int, content_type: int) -> StoredAttachment | None:
+        row = self.connection.execute(
+            select(attached_files).where(
+                and_(attached_files.c.resource_id == internal_id, attached_files.c.content_type == int(content_type))
+            )
+        ).first()
+        return _attachment(row) if row else None
+
+    def set_attachment(self, internal_id: int, info: FileInfo) -> str | None:
+        """Record an attachment; returns the UUID of the file it replaces, if any."""
+        previous = self.attachment(internal_id, info.content_type)
+        values = {
+            "uuid": info.uuid,
+            "compressed_size": info.compressed_size,
+            "uncompressed_size": info.uncompressed_size,
+            "compression_type": int(info.compression),
+            "uncompressed_md5": info.uncompressed_md5,
+            "compressed_md5": info.compressed_md5,
+        }
+        if previous is None:
+            self.connection.execute(
+                insert(attached_files),
+                {"resource_id": internal_id, "content_type": info.content_type, "revision": 0, **values},
+            )
+            return None
+        self.connection.execute(
+            update(attached_files)
+            .where(
+                and_(attached_files.c.resource_id == internal_id, attached_files.c.content_type == info.content_type)
+            )
+            .values(revision=attached_files.c.revision + 1, **values)
+        )
+        return previous.info.uuid
+
+    def delete_attachment(self, internal_id: int, content_type: int) -> str | None:
+        """Forget an attachment; returns the UUID of its file, to remove after commit."""
+        previous = self.attachment(internal_id, content_type)
+        if previous is None:
+            return None
+        self.connection.execute(
+            delete(attached_files).where(
+                and_(attached_files.c.resource_id == internal_id, attached_files.c.content_type == int(content_type))
+            )
+        )
+        return previous.info.uuid
+
+    # -- labels ------------------------------------------------------------------
+
+    def labels(self, internal_id: int) -> list[str]:
+        rows = self.connection.execute(
+            select(labels.c.label).where(labels.c.resource_id == internal_id).order_by(labels.c.label)
+        )
+        return list(rows.scalars())
+
+    def labels_of(self, internal_ids: list[int]) -> dict[int, list[str]]:
+        found: dict[int, list[str]] = {i: [] for i in internal_ids}
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(
+                select(labels.c.resource_id, labels.c.label).where(labels.c.resource_id.in_(chunk)).order_by(labels.c.label)
+            )
+            for resource_id, label in rows:
+                found[resource_id].append(label)
+        return found
+
+    def add_label(self, internal_id: int, label: str) -> None:
+        statement = self._upsert_factory(labels).on_conflict_do_nothing()
+        self.connection.execute(statement, {"resource_id": internal_id, "label": label})
+
+    def remove_label(self, internal_id: int, label: str) -> None:
+        self.connection.execute(delete(labels).where(and_(labels.c.resource_id == internal_id, labels.c.label == label)))
+
+    def all_labels(self) -> list[str]:
+        return list(self.connection.execute(select(labels.c.label).distinct().order_by(labels.c.label)).scalars())
+
+    # -- instances -----------------------------------------------------------------
+
+    def add_instance(
+        self,
+        public_ids: dict[Level, str],
+        main_tags: dict[Level, dict[int, str]],
+        files: list[FileInfo],
+        instance_metadata: dict[int, str],
+        resource_metadata_values: dict[Level, dict[int, str]],
+        overwrite: bool,
+    ) -> AddedInstance:
+        """Index one instance and create its missing ancestors, in the caller's transaction."""
+        found = self._lookup_many(list(public_ids.values()))
+        existing = found.get(public_ids[Level.INSTANCE])
+        replaced: list[str] = []
+        if existing is not None:
+            if not overwrite:
+                chain = {Level(r.level): r for r in found.values()}
+                return AddedInstance(resources=chain, created=[], already_stored=True)
+            replaced = [a.info.uuid for a in self.attachments(existing.internal_id).values()]
+            self.connection.execute(delete(resources).where(resources.c.internal_id == existing.internal_id))
+            del found[existing.public_id]
+
+        date = now_iso()
+        chain: dict[Level, Resource] = {}
+        created: list[Level] = []
+        parent_id = None
+        for level in Level:
+            resource = found.get(public_ids[level])
+            if resource is None:
+                resource = self._create_resource(level, public_ids[level], parent_id)
+                self.set_main_tags(resource.internal_id, main_tags[level])
+                self.set_metadata(resource.internal_id, resource_metadata_values.get(level, {}))
+                created.append(level)
+            chain[level] = resource
+            parent_id = resource.internal_id
+
+        instance_id = chain[Level.INSTANCE].internal_id
+        for info in files:
+            self.set_attachment(instance_id, info)
+        self.set_metadata(instance_id, instance_metadata)
+        for level in Level:
+            self.set_metadata(chain[level].internal_id, {MetadataType.LAST_UPDATE: date})
+
+        self.log_change(ChangeType.NEW_INSTANCE, Level.INSTANCE, public_ids[Level.INSTANCE], date)
+        for level in (Level.SERIES, Level.STUDY, Level.PATIENT):
+            if level in created:
+                change = {Level.SERIES: ChangeType.NEW_SERIES, Level.STUDY: ChangeType.NEW_STUDY}.get(
+                    level, ChangeType.NEW_PATIENT
+                )
+                self.log_change(change, level, public_ids[level], date)
+        return AddedInstance(resources=chain, created=created, replaced_files=replaced)
+
+    def _lookup_many(self, public_ids: list[str]) -> dict[str, Resource]:
+        rows = self.connection.execute(select(resources).where(resources.c.public_id.in_(public_ids)))
+        return {row.public_id: _resource(row) for row in rows}
+
+    def _create_resource(self, level: Level, public_id: str, parent_id: int | None) -> Resource:
+        result = self.connection.execute(
+            insert(resources).values(resource_type=int(level), public_id=public_id, parent_id=parent_id)
+        )
+        return Resource(result.inserted_primary_key[0], level, public_id, parent_id)
+
+    # -- deletion ------------------------------------------------------------------
+
+    def delete(self, resource: Resource) -> DeletedResource:
+        """Delete a resource, its descendants, and the ancestors it leaves empty."""
+        deleted = [r for level in Level if level >= resource.level for r in self.descendants(resource, level)]
+        files = self._attachment_uuids([r.internal_id for r in deleted])
+        self.connection.execute(delete(resources).where(resources.c.internal_id == resource.internal_id))
+
+        remaining = None
+        parent = self.parent(resource)
+        while parent is not None:
+            if self.children(parent):
+                remaining = parent
+                break
+            files += self._attachment_uuids([parent.internal_id])
+            deleted.append(parent)
+            self.connection.execute(delete(resources).where(resources.c.internal_id == parent.internal_id))
+            parent = self.parent(parent)
+
+        date = now_iso()
+        for gone in deleted:
+            self.log_change(ChangeType.DELETED, gone.level, gone.public_id, date)
+        return DeletedResource(files=files, remaining_ancestor=remaining, deleted=deleted)
+
+    def _attachment_uuids(self, internal_ids: list[int]) -> list[str]:
+        uuids: list[str] = []
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(select(attached_files.c.uuid).where(attached_files.c.resource_id.in_(chunk)))
+            uuids += rows.scalars().all()
+        return uuids
+
+    # -- changes and exports ---------------------------------------------------------
+
+    def log_change(self, change_type: ChangeType, level: Level, public_id: str, date: str | None = None) -> None:
+        self.connection.execute(
+            insert(changes).values(
+                change_type=change_type.value, resource_type=int(level), public_id=public_id, date=date or now_iso()
+            )
+        )
+
+    def changes(self, since: int, limit: int) -> tuple[list[Change], bool]:
+        """Changes after `since`, at most `limit`; the flag tells whether the log is exhausted."""
+        rows = self.connection.execute(
+            select(changes).where(changes.c.seq > since).order_by(changes.c.seq).limit(limit + 1)
+        ).all()
+        return [_change(row) for row in rows[:limit]], len(rows) <= limit
+
+    def last_change(self) -> Change | None:
+        row = self.connection.execute(select(changes).order_by(changes.c.seq.desc()).limit(1)).first()
+        return _change(row) if row else None
+
+    def last_change_seq(self) -> int:
+        return self.connection.execute(select(func.coalesce(func.max(changes.c.seq), 0))).scalar_one()
+
+    def clear_changes(self) -> None:
+        self.connection.execute(delete(changes))
+
+    def log_export(self, level: Level, public_id: str, remote_modality: str, identifiers: dict[str, str]) -> None:
+        self.connection.execute(
+            insert(exported_resources).values(
+                resource_type=int(level),
+                public_id=public_id,
+                remote_modality=remote_modality,
+                patient_id=identifiers.get("PatientID", ""),
+                study_instance_uid=identifiers.get("StudyInstanceUID", ""),
+                series_instance_uid=identifiers.get("SeriesInstanceUID", ""),
+                sop_instance_uid=identifiers.get("SOPInstanceUID", ""),
+                date=now_iso(),
+            )
+        )
+
+    def exports(self, since: int, limit: int) -> tuple[list[dict], bool]:
+        rows = self.connection.execute(
+            select(exported_resources)
+            .where(exported_resources.c.seq > since)
+            .order_by(exported_resources.c.seq)
+            .limit(limit + 1)
+        ).all()
+        return [dict(row._mapping) for row in rows[:limit]], len(rows) <= limit
+
+    def last_export_seq(self) -> int:
+        return self.connection.execute(select(func.coalesce(func.max(exported_resources.c.seq), 0))).scalar_one()
+
+    def clear_exports(self) -> None:
+        self.connection.execute(delete(exported_resources))
+
+    # -- global properties -------------------------------------------------------------
+
+    def global_property(self, key: int) -> str | None:
+        row = self.connection.execute(
+            select(global_properties.c.value).where(global_properties.c.property == int(key))
+        ).first()
+        return row[0] if row else None
+
+    def set_global_property(self, key: int, value: str) -> None:
+        statement = self._upsert_factory(global_properties)
+        statement = statement.on_conflict_do_update(index_elements=["property"], set_={"value": statement.excluded.value})
+        self.connection.execute(statement, {"property": int(key), "value": value})
+
+    # -- statistics ----------------------------------------------------------------
+
+    def sizes(self, internal_ids: list[int] | None = None, content_type: int | None = None) -> tuple[int, int]:
+        """(compressed, uncompressed) sizes of the attachments of the given resources (all if None)."""
+        query = select(
+            func.coalesce(func.sum(attached_files.c.compressed_size), 0),
+            func.coalesce(func.sum(attached_files.c.uncompressed_size), 0),
+        )
+        if content_type is not None:
+            query = query.where(attached_files.c.content_type == int(content_type))
+        if internal_ids is None:
+            return tuple(self.connection.execute(query).one())  # type: ignore[return-value]
+        compressed = uncompressed = 0
+        for chunk in _chunks(internal_ids):
+            c, u = self.connection.execute(query.where(attached_files.c.resource_id.in_(chunk))).one()
+            compressed += c
+            uncompressed += u
+        return compressed, uncompressed
+
+    def all_attachment_uuids(self) -> set[str]:
+        return set(self.connection.execute(select(attached_files.c.uuid)).scalars())
+
+
+def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+def _resource(row) -> Resource:  # type: ignore[no-untyped-def]
+    return Resource(row.internal_id, Level(row.resource_type), row.public_id, row.parent_id)
+
+
+def _attachment(row) -> StoredAttachment:  # type: ignore[no-untyped-def]
+    info = FileInfo(
+        uuid=row.uuid,
+        content_type=row.content_type,
+        uncompressed_size=row.uncompressed_size,
+        uncompressed_md5=row.uncompressed_md5,
+        compressed_size=row.compressed_size,
+        compressed_md5=row.compressed_md5,
+        compression=CompressionType(row.compression_type),
+    )
+    return StoredAttachment(info=info, revision=row.revision)
+
+
+def _change(row) -> Change:  # type: ignore[no-untyped-def]
+    return Change(row.seq, row.change_type, Level(row.resource_type), row.public_id, row.date)
+
+
+def revision_conflict(details: str) -> IsengardError:
+    return IsengardError(ErrorCode.REVISION, details)
+
+
+__all__ = ["Index", "IndexTransaction", "Resource", "schema", "sqlite_url"]

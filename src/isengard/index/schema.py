@@ -1,0 +1,104 @@
+"""The index schema, one for SQLite and PostgreSQL (SQLAlchemy Core).
+
+Changes to it go through a new Alembic revision in `migrations/versions`.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# Integer primary keys: BigInteger on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+resources = Table(
+    "resources",
+    metadata,
+    Column("internal_id", Id, primary_key=True, autoincrement=True),
+    Column("resource_type", Integer, nullable=False),
+    Column("public_id", String(64), nullable=False, unique=True),
+    Column("parent_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), nullable=True),
+    Index("ix_resources_parent", "parent_id"),
+    Index("ix_resources_type", "resource_type", "internal_id"),
+)
+
+# `tag` is (group << 16) | element. The study level keeps a copy of the patient tags.
+main_dicom_tags = Table(
+    "main_dicom_tags",
+    metadata,
+    Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", Integer, primary_key=True),
+    Column("value", Text, nullable=False),
+    Index("ix_main_dicom_tags_value", "tag", "value"),
+)
+
+resource_metadata = Table(
+    "metadata",
+    metadata,
+    Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
+    Column("type", Integer, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("revision", Integer, nullable=False, default=0),
+)
+
+attached_files = Table(
+    "attached_files",
+    metadata,
+    Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
+    Column("content_type", Integer, primary_key=True),
+    Column("uuid", String(36), nullable=False),
+    Column("compressed_size", BigInteger, nullable=False),
+    Column("uncompressed_size", BigInteger, nullable=False),
+    Column("compression_type", Integer, nullable=False),
+    Column("uncompressed_md5", String(32), nullable=False),
+    Column("compressed_md5", String(32), nullable=False),
+    Column("revision", Integer, nullable=False, default=0),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
+    Column("label", String(64), primary_key=True),
+    Index("ix_labels_label", "label"),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("change_type", String(32), nullable=False),
+    Column("resource_type", Integer, nullable=False),
+    Column("public_id", String(64), nullable=False),
+    Column("date", String(16), nullable=False),
+)
+
+exported_resources = Table(
+    "exported_resources",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("resource_type", Integer, nullable=False),
+    Column("public_id", String(64), nullable=False),
+    Column("remote_modality", Text, nullable=False),
+    Column("patient_id", Text, nullable=False),
+    Column("study_instance_uid", Text, nullable=False),
+    Column("series_instance_uid", Text, nullable=False),
+    Column("sop_instance_uid", Text, nullable=False),
+    Column("date", String(16), nullable=False),
+)
+
+global_properties = Table(
+    "global_properties",
+    metadata,
+    Column("property", Integer, primary_key=True, autoincrement=False),
+    Column("value", Text, nullable=False),
+)

@@ -1,0 +1,133 @@
+"""The store pipeline, the one path of every incoming instance (REST, C-STORE, STOW-RS):
+
+    receive → parse → filter → store file → index → events
+
+The file is written (atomically) before the index transaction commits, and removed
+if that transaction fails: the index never names a file that is not complete on
+disk. A crash in between leaves at most an unreferenced file, never a dangling row.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .dicom.levels import Level
+from .dicom.parse import ParsedInstance, parse_instance
+from .dicom.tags import MAIN_DICOM_TAGS, format_tag
+from .events import Event, EventBus
+from .index import ChangeType, Index, MetadataType, now_iso
+from .storage import ContentType, StorageArea
+
+log = logging.getLogger(__name__)
+
+NEW_RESOURCE_CHANGE = {
+    Level.PATIENT: ChangeType.NEW_PATIENT,
+    Level.STUDY: ChangeType.NEW_STUDY,
+    Level.SERIES: ChangeType.NEW_SERIES,
+    Level.INSTANCE: ChangeType.NEW_INSTANCE,
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an instance came from, recorded in its metadata."""
+
+    source: str = "Unknown"  # "RestApi", "DicomProtocol", "Lua", "Plugins"...
+    remote_ip: str = ""
+    remote_aet: str = ""
+    called_aet: str = ""
+    http_username: str = ""
+
+
+class StoreStatus(str, Enum):
+    SUCCESS = "Success"
+    ALREADY_STORED = "AlreadyStored"
+    FILTERED_OUT = "FilteredOut"
+
+
+@dataclass
+class StoreResult:
+    status: StoreStatus
+    public_ids: dict[Level, str]
+    created: list[Level] = field(default_factory=list)
+
+
+# A filter returns False to refuse an instance (Lua's ReceivedInstanceFilter, Python hooks...).
+InstanceFilter = Callable[[ParsedInstance, Origin], bool]
+
+
+def main_tags_signature(level: Level) -> str:
+    """Which main tags a resource was indexed with, so a later change of the list is noticed."""
+    return ";".join(format_tag(tag) for tag in MAIN_DICOM_TAGS[level])
+
+
+SIGNATURES = {level: {MetadataType.MAIN_DICOM_TAGS_SIGNATURE: main_tags_signature(level)} for level in Level}
+
+
+class IngestPipeline:
+    def __init__(self, index: Index, storage: StorageArea, events: EventBus, overwrite: bool = False):
+        self.index = index
+        self.storage = storage
+        self.events = events
+        self.overwrite = overwrite
+        self.filters: list[InstanceFilter] = []
+
+    def store(self, data: bytes, origin: Origin) -> StoreResult:
+        instance = parse_instance(data)
+        public_ids = instance.identifiers.public_ids()
+        if not all(accept(instance, origin) for accept in self.filters):
+            return StoreResult(StoreStatus.FILTERED_OUT, public_ids)
+        if not self.overwrite and self._is_stored(public_ids[Level.INSTANCE]):
+            return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
+
+        file_info = self.storage.create(data, ContentType.DICOM)
+        try:
+            with self.index.write() as index:
+                added = index.add_instance(
+                    public_ids=public_ids,
+                    main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
+                    files=[file_info],
+                    instance_metadata=_instance_metadata(instance, origin),
+                    resource_metadata_values=SIGNATURES,
+                    overwrite=self.overwrite,
+                )
+        except BaseException:
+            self.storage.remove(file_info.uuid)
+            raise
+        if added.already_stored:  # a concurrent upload of the same instance won the race
+            self.storage.remove(file_info.uuid)
+            return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
+        for replaced in added.replaced_files:
+            self.storage.remove(replaced)
+
+        self._publish(instance, origin, public_ids, added.created)
+        return StoreResult(StoreStatus.SUCCESS, public_ids, added.created)
+
+    def _is_stored(self, instance_id: str) -> bool:
+        with self.index.read() as index:
+            return index.lookup(instance_id, Level.INSTANCE) is not None
+
+    def _publish(self, instance: ParsedInstance, origin: Origin, public_ids: dict[Level, str], created: list[Level]) -> None:
+        details = {"instance": instance, "origin": origin, "public_ids": public_ids}
+        self.events.publish(Event(ChangeType.NEW_INSTANCE, Level.INSTANCE, public_ids[Level.INSTANCE], details))
+        for level in (Level.SERIES, Level.STUDY, Level.PATIENT):
+            if level in created:
+                self.events.publish(Event(NEW_RESOURCE_CHANGE[level], level, public_ids[level], details))
+
+
+def _instance_metadata(instance: ParsedInstance, origin: Origin) -> dict[int, str]:
+    index_in_series = instance.index_in_series
+    pixel_data_offset = instance.pixel_data_offset
+    return {
+        MetadataType.RECEPTION_DATE: now_iso(),
+        MetadataType.ORIGIN: origin.source,
+        MetadataType.REMOTE_AET: origin.remote_aet,
+        MetadataType.REMOTE_IP: origin.remote_ip,
+        MetadataType.CALLED_AET: origin.called_aet,
+        MetadataType.HTTP_USERNAME: origin.http_username,
+        MetadataType.TRANSFER_SYNTAX: instance.transfer_syntax,
+        MetadataType.SOP_CLASS_UID: instance.sop_class_uid,
+        MetadataType.INDEX_IN_SERIES: "" if index_in_series is None else str(index_in_series),
+        **({MetadataType.PIXEL_DATA_OFFSET: str(pixel_data_offset)} if pixel_data_offset is not None else {}),
+    }

@@ -1,0 +1,5 @@
+"""The Orthanc-compatible REST API."""
+
+from .app import create_app
+
+__all__ = ["create_app"]

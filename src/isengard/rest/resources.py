@@ -1,0 +1,116 @@
+"""The hierarchy: listing, reading, navigating and deleting patients, studies, series and instances."""
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..dicom.levels import Level
+from ..index import Resource
+from ..storage import ContentType
+from .responses import json, query_flag, query_int, server
+from .serialize import TagFormat, resource_json, resources_json
+
+
+def _level(request: Request) -> Level:
+    return Level.parse(request.url.path.split("/")[1])
+
+
+def _get(request: Request) -> tuple[Level, str]:
+    return _level(request), request.path_params["id"]
+
+
+def list_resources(request: Request) -> Response:
+    level = _level(request)
+    since = query_int(request, "since")
+    limit = query_int(request, "limit")
+    isengard = server(request)
+    with isengard.index.read() as index:
+        found = index.list_resources(level, since, limit)
+        if query_flag(request, "expand"):
+            return json(resources_json(index, found, TagFormat.from_query(request.query_params)))
+    return json([r.public_id for r in found])
+
+
+def get_resource(request: Request) -> Response:
+    level, public_id = _get(request)
+    with server(request).index.read() as index:
+        resource = index.get(public_id, level)
+        return json(resource_json(index, resource, TagFormat.from_query(request.query_params)))
+
+
+def delete_resource(request: Request) -> Response:
+    level, public_id = _get(request)
+    isengard = server(request)
+    with isengard.index.read() as index:
+        resource = index.get(public_id, level)
+    deleted = isengard.delete(resource)
+    remaining = deleted.remaining_ancestor
+    answer = None
+    if remaining is not None:
+        answer = {"ID": remaining.public_id, "Path": f"/{remaining.level.route}/{remaining.public_id}", "Type": remaining.level.title}
+    return json({"RemainingAncestor": answer})
+
+
+def _navigate(target: Level):  # type: ignore[no-untyped-def]
+    """`/{level}/{id}/{target}`: the ancestor (an object) or the descendants (a list) at `target`."""
+
+    def endpoint(request: Request) -> Response:
+        level, public_id = _get(request)
+        fmt = TagFormat.from_query(request.query_params)
+        with server(request).index.read() as index:
+            resource = index.get(public_id, level)
+            if target < level:
+                return json(resource_json(index, index.ancestor(resource, target), fmt))
+            descendants = index.descendants(resource, target)
+            if request.query_params.get("expand", "true").lower() == "false":
+                return json([r.public_id for r in descendants])
+            return json(resources_json(index, descendants, fmt))
+
+    return endpoint
+
+
+def statistics(request: Request) -> Response:
+    level, public_id = _get(request)
+    with server(request).index.read() as index:
+        resource = index.get(public_id, level)
+        counts = {}
+        instances: list[Resource] = [resource]
+        for child_level in Level:
+            if child_level > level:
+                found = index.descendants(resource, child_level)
+                counts[child_level] = len(found)
+                instances = found
+        ids = [r.internal_id for r in instances]
+        disk, uncompressed = index.sizes(ids)
+        dicom_disk, dicom_uncompressed = index.sizes(ids, ContentType.DICOM)
+    answer = {
+        "DiskSize": str(disk),
+        "DiskSizeMB": disk // (1024 * 1024),
+        "UncompressedSize": str(uncompressed),
+        "UncompressedSizeMB": uncompressed // (1024 * 1024),
+        "DicomDiskSize": str(dicom_disk),
+        "DicomDiskSizeMB": dicom_disk // (1024 * 1024),
+        "DicomUncompressedSize": str(dicom_uncompressed),
+        "DicomUncompressedSizeMB": dicom_uncompressed // (1024 * 1024),
+    }
+    names = {Level.STUDY: "CountStudies", Level.SERIES: "CountSeries", Level.INSTANCE: "CountInstances"}
+    answer.update({names[lvl]: n for lvl, n in counts.items()})
+    return json(answer)
+
+
+def routes() -> list[Route]:
+    found = []
+    for level in Level:
+        base = f"/{level.route}"
+        found += [
+            Route(base, list_resources, methods=["GET"]),
+            Route(base + "/{id}", get_resource, methods=["GET"]),
+            Route(base + "/{id}", delete_resource, methods=["DELETE"]),
+            Route(base + "/{id}/statistics", statistics, methods=["GET"]),
+        ]
+        for target in Level:
+            if target == level or (target > level and level == Level.INSTANCE):
+                continue
+            name = "patient" if target == Level.PATIENT else target.route if target > level else target.title.lower()
+            found.append(Route(f"{base}/{{id}}/{name}", _navigate(target), methods=["GET"]))
+    return found

@@ -1,0 +1,119 @@
+"""Resources as the REST API shows them (`GET /studies/{id}`, `?expand`, `/tools/find`).
+
+Everything is read in a few batched queries per list, so that expanding thousands
+of studies stays fast.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..dicom.levels import Level
+from ..dicom.tags import OWN_MAIN_DICOM_TAGS, PATIENT_TAGS, format_tag, tag_name
+from ..index import IndexTransaction, MetadataType, Resource
+from ..storage import ContentType
+from pydicom.datadict import tag_for_keyword
+
+PATIENT_TAG_NUMBERS = frozenset(tag_for_keyword(k) for k in PATIENT_TAGS)
+OWN_TAG_NUMBERS = {level: frozenset(int(t) for t in tags) for level, tags in OWN_MAIN_DICOM_TAGS.items()}
+CHILDREN_KEY = {Level.PATIENT: "Studies", Level.STUDY: "Series", Level.SERIES: "Instances"}
+PARENT_KEY = {Level.STUDY: "ParentPatient", Level.SERIES: "ParentStudy", Level.INSTANCE: "ParentSeries"}
+
+
+@dataclass(frozen=True)
+class TagFormat:
+    """How tag dictionaries are written: by keyword (default), `full` or `short`."""
+
+    full: bool = False
+    short: bool = False
+
+    @classmethod
+    def from_query(cls, query) -> "TagFormat":  # type: ignore[no-untyped-def]
+        return cls(full=_flag(query, "full"), short=_flag(query, "short"))
+
+    def tags(self, tags: dict[int, str]) -> dict:
+        ordered = sorted(tags.items())
+        if self.full:
+            return {format_tag(t): {"Name": tag_name(t), "Type": "String", "Value": v} for t, v in ordered}
+        if self.short:
+            return {format_tag(t): v for t, v in ordered}
+        return {tag_name(t): v for t, v in ordered}
+
+
+def _flag(query, name: str) -> bool:  # type: ignore[no-untyped-def]
+    """Orthanc's boolean query arguments: present, empty or 'true' mean true."""
+    if name not in query:
+        return False
+    return query[name].lower() not in ("false", "0")
+
+
+def is_stable(last_update: str, stable_age: int) -> bool:
+    """A resource is stable once it has received nothing for StableAge seconds."""
+    try:
+        updated = datetime.strptime(last_update, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return True
+    return (datetime.now(timezone.utc) - updated).total_seconds() >= stable_age
+
+
+def resource_json(index: IndexTransaction, resource: Resource, fmt: TagFormat = TagFormat(), stable_age: int = 60) -> dict:
+    return resources_json(index, [resource], fmt, stable_age)[0]
+
+
+def resources_json(
+    index: IndexTransaction, found: list[Resource], fmt: TagFormat = TagFormat(), stable_age: int = 60
+) -> list[dict]:
+    """The expanded JSON of resources that are all of the same level."""
+    if not found:
+        return []
+    level = found[0].level
+    ids = [r.internal_id for r in found]
+    tags = index.main_tags_of(ids)
+    labels = index.labels_of(ids)
+    parents = index.public_ids([r.parent_id for r in found if r.parent_id is not None])
+    children = index.children_public_ids(ids) if level != Level.INSTANCE else {}
+    last_updates = index.metadata_values(ids, MetadataType.LAST_UPDATE)
+    extra = _level_fields(index, level, ids)
+
+    answers = []
+    for resource in found:
+        own = {t: v for t, v in tags[resource.internal_id].items() if t in OWN_TAG_NUMBERS[level]}
+        answer: dict = {"ID": resource.public_id, "Type": level.title, "MainDicomTags": fmt.tags(own)}
+        if level == Level.STUDY:
+            patient = {t: v for t, v in tags[resource.internal_id].items() if t in PATIENT_TAG_NUMBERS}
+            answer["PatientMainDicomTags"] = fmt.tags(patient)
+        if level in PARENT_KEY:
+            answer[PARENT_KEY[level]] = parents[resource.parent_id]
+        if level in CHILDREN_KEY:
+            answer[CHILDREN_KEY[level]] = children[resource.internal_id]
+        if level != Level.INSTANCE:
+            answer["LastUpdate"] = last_updates.get(resource.internal_id, "")
+            answer["IsStable"] = is_stable(answer["LastUpdate"], stable_age)
+        answer["Labels"] = labels[resource.internal_id]
+        answer.update(extra.get(resource.internal_id, {}))
+        answers.append(answer)
+    return answers
+
+
+def _level_fields(index: IndexTransaction, level: Level, ids: list[int]) -> dict[int, dict]:
+    if level == Level.SERIES:
+        expected = index.metadata_values(ids, MetadataType.EXPECTED_NUMBER_OF_INSTANCES)
+        return {
+            i: {
+                "ExpectedNumberOfInstances": int(expected[i]) if i in expected else None,
+                "Status": "Unknown",
+            }
+            for i in ids
+        }
+    if level == Level.INSTANCE:
+        index_in_series = index.metadata_values(ids, MetadataType.INDEX_IN_SERIES)
+        fields = {}
+        for i in ids:
+            attachment = index.attachment(i, ContentType.DICOM)
+            position = index_in_series.get(i, "")
+            fields[i] = {
+                "FileSize": attachment.info.uncompressed_size if attachment else 0,
+                "FileUuid": attachment.info.uuid if attachment else "",
+                "IndexInSeries": int(position) if position.isdigit() else None,
+            }
+        return fields
+    return {}

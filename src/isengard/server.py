@@ -1,0 +1,55 @@
+"""The running server's parts, shared by the REST API, the DICOM network and scripting."""
+
+import logging
+import time
+
+from .config import Configuration
+from .dicom.levels import Level
+from .events import Event, EventBus
+from .index import ChangeType, Index, Resource
+from .index.index import DeletedResource
+from .ingest import IngestPipeline
+from .storage import ContentType, StorageArea
+from .storage.area import FileInfo
+from .errors import ErrorCode, IsengardError
+
+log = logging.getLogger(__name__)
+
+
+class Isengard:
+    def __init__(self, config: Configuration):
+        self.config = config
+        self.started = time.time()
+        self.storage = StorageArea(
+            config.storage_directory, compress=config.storage_compression, sync=config.sync_storage_area
+        )
+        swept = self.storage.sweep_temporary_files()
+        if swept:
+            log.warning("Removed %d temporary files left by an interrupted write", swept)
+        self.index = Index(config.database_url)
+        self.events = EventBus()
+        self.ingest = IngestPipeline(self.index, self.storage, self.events, overwrite=config.overwrite_instances)
+
+    def delete(self, resource: Resource) -> DeletedResource:
+        """Delete a resource with Orthanc's cascade; its files go once the index has forgotten them."""
+        with self.index.write() as index:
+            deleted = index.delete(resource)
+        for file_uuid in deleted.files:
+            self.storage.remove(file_uuid)
+        for gone in deleted.deleted:
+            self.events.publish(Event(ChangeType.DELETED, gone.level, gone.public_id))
+        return deleted
+
+    def dicom_file_info(self, public_id: str) -> FileInfo:
+        with self.index.read() as index:
+            instance = index.get(public_id, Level.INSTANCE)
+            attachment = index.attachment(instance.internal_id, ContentType.DICOM)
+        if attachment is None:
+            raise IsengardError(ErrorCode.INEXISTENT_FILE, f"No DICOM file for instance {public_id}")
+        return attachment.info
+
+    def read_dicom(self, public_id: str) -> bytes:
+        return self.storage.read(self.dicom_file_info(public_id))
+
+    def close(self) -> None:
+        self.index.close()
