@@ -53,7 +53,7 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
         port=config.http_port,
         loop="uvloop",
         http="httptools",
-        timeout_keep_alive=config.http_timeout if config.keep_alive else 0,
+        timeout_keep_alive=5 if config.keep_alive else 0,
         log_level=logging.getLevelName(log_level).lower(),
         access_log=log_level <= logging.DEBUG,
     )

@@ -26,6 +26,7 @@ class Isengard:
         swept = self.storage.sweep_temporary_files()
         if swept:
             log.warning("Removed %d temporary files left by an interrupted write", swept)
+        config.index_directory.mkdir(parents=True, exist_ok=True)
         self.index = Index(config.database_url)
         self.events = EventBus()
         self.ingest = IngestPipeline(self.index, self.storage, self.events, overwrite=config.overwrite_instances)

@@ -5,11 +5,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from ..server import Isengard
-from . import instances, resources, system
+from . import find, instances, metadata, resources, system, tags, tools
 from .errors import HANDLERS
 from .security import AccessControl
 
-ROUTE_MODULES = (system, instances, resources)
+ROUTE_MODULES = (system, instances, resources, metadata, tags, find, tools)
 
 
 def create_app(isengard: Isengard) -> Starlette:
