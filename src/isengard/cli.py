@@ -9,7 +9,7 @@ import uvicorn
 from . import __version__
 from .config import ConfigurationError, load_configuration, write_default_configuration
 from .rest import create_app
-from .server import Isengard
+from .server import Isengard, Lifecycle
 
 log = logging.getLogger("isengard")
 
@@ -32,17 +32,21 @@ def main(argv: list[str] | None = None) -> int:
         write_default_configuration(args.config)
         print(f"Default configuration written to {args.config}")
         return 0
-    try:
-        config = load_configuration(args.configuration)
-    except ConfigurationError as exc:
-        print(f"isengard: {exc}", file=sys.stderr)
-        return 2
-    isengard = Isengard(config)
-    try:
-        serve(isengard, log_level=level)
-    finally:
-        isengard.close()
-    return 0
+    lifecycle = Lifecycle()
+    while True:  # once, or again after each /tools/reset, re-reading the configuration
+        try:
+            config = load_configuration(args.configuration)
+        except ConfigurationError as exc:
+            print(f"isengard: {exc}", file=sys.stderr)
+            return 2
+        lifecycle.restart_requested = False
+        isengard = Isengard(config, lifecycle)
+        try:
+            serve(isengard, log_level=level)
+        finally:
+            isengard.close()
+        if not lifecycle.restart_requested:
+            return 0
 
 
 def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
@@ -57,8 +61,10 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
         log_level=logging.getLevelName(log_level).lower(),
         access_log=log_level <= logging.DEBUG,
     )
+    server = uvicorn.Server(uvicorn_config)
+    isengard.lifecycle.attach(lambda: setattr(server, "should_exit", True))
     log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
-    uvicorn.Server(uvicorn_config).run()
+    server.run()
 
 
 if __name__ == "__main__":

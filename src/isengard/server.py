@@ -2,6 +2,7 @@
 
 import logging
 import time
+from collections.abc import Callable
 
 from .config import Configuration
 from .dicom.levels import Level
@@ -16,10 +17,37 @@ from .errors import ErrorCode, IsengardError
 log = logging.getLogger(__name__)
 
 
+class Lifecycle:
+    """Lets the REST API stop or restart the process that serves it (/tools/shutdown, /tools/reset)."""
+
+    def __init__(self) -> None:
+        self.restart_requested = False
+        self._stop: Callable[[], None] | None = None
+
+    def attach(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def shutdown(self) -> None:
+        self._request(restart=False)
+
+    def restart(self) -> None:
+        self._request(restart=True)
+
+    def _request(self, restart: bool) -> None:
+        if self._stop is None:
+            raise IsengardError(ErrorCode.NOT_IMPLEMENTED, "This server is not run by the isengard command")
+        self.restart_requested = restart
+        self._stop()
+
+
 class Isengard:
-    def __init__(self, config: Configuration):
+    def __init__(self, config: Configuration, lifecycle: Lifecycle | None = None):
         self.config = config
+        self.lifecycle = lifecycle or Lifecycle()
         self.started = time.time()
+        # Settings that the REST API can change while running.
+        self.default_encoding = config.default_encoding
+        self.metrics_enabled = bool(config.raw.get("MetricsEnabled", True))
         self.storage = StorageArea(
             config.storage_directory, compress=config.storage_compression, sync=config.sync_storage_area
         )
