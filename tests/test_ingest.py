@@ -216,3 +216,17 @@ def test_kill_during_ingest_leaves_index_and_storage_consistent(tmp_path):
         assert count == len(_index_files(folder)) > 0
         for instance in server.client.get("/instances").json()[:20]:
             assert server.client.get(f"/instances/{instance}/file").status_code == 200
+
+
+def test_default_encoding_decodes_files_without_specific_character_set(tmp_path):
+    ds = pydicom.dcmread(sample("DummyCT.dcm"))
+    if "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
+    ds.PatientName = "Ж"  # stored below as raw ISO 8859-5 bytes
+    ds["PatientName"].value = "Ж".encode("iso8859_5").decode("latin_1")
+    path = tmp_path / "cyrillic.dcm"
+    ds.save_as(path)
+    with running_isengard(tmp_path / "server", DefaultEncoding="Cyrillic") as server:
+        answer = server.upload(path)
+        name = server.client.get(f"/patients/{answer['ParentPatient']}").json()["MainDicomTags"]["PatientName"]
+        assert name == "Ж"

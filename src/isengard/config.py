@@ -11,6 +11,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .dicom.charsets import ENCODINGS
+
 log = logging.getLogger(__name__)
 
 # Every top-level option of Orthanc 1.10.1's default configuration file, the commented-out ones included,
@@ -50,10 +52,6 @@ KNOWN_OPTIONS = ORTHANC_OPTIONS | ISENGARD_OPTIONS
 # Orthanc's docker images read ORTHANC__HTTP_PORT and the like; Isengard's own prefix is applied last, so it wins.
 ENVIRONMENT_PREFIXES = ("ORTHANC__", "ISENGARD__")
 
-ENCODINGS = frozenset({
-    "Ascii", "Utf8", "Latin1", "Latin2", "Latin3", "Latin4", "Latin5", "Cyrillic", "Windows1251", "Arabic",
-    "Greek", "Hebrew", "Thai", "Japanese", "Chinese", "JapaneseKanji", "Korean", "SimplifiedChinese",
-})
 USER_RANGE = range(1024, 65536)  # numbers left to users for metadata and attachment types
 DEFAULT_MIME = "application/octet-stream"
 

@@ -66,7 +66,10 @@ SIGNATURES = {level: {MetadataType.MAIN_DICOM_TAGS_SIGNATURE: main_tags_signatur
 
 
 class IngestPipeline:
-    def __init__(self, index: Index, storage: StorageArea, events: EventBus, overwrite: bool = False):
+    def __init__(
+        self, index: Index, storage: StorageArea, events: EventBus, overwrite: bool = False, default_encoding: str = "Latin1"
+    ):
+        self.default_encoding = default_encoding  # Orthanc's name of the charset of files that declare none
         self.index = index
         self.storage = storage
         self.events = events
@@ -74,7 +77,7 @@ class IngestPipeline:
         self.filters: list[InstanceFilter] = []
 
     def store(self, data: bytes, origin: Origin) -> StoreResult:
-        instance = parse_instance(data)
+        instance = parse_instance(data, self.default_encoding)
         public_ids = instance.identifiers.public_ids()
         if not all(accept(instance, origin) for accept in self.filters):
             return StoreResult(StoreStatus.FILTERED_OUT, public_ids)

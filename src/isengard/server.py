@@ -45,8 +45,7 @@ class Isengard:
         self.config = config
         self.lifecycle = lifecycle or Lifecycle()
         self.started = time.time()
-        # Settings that the REST API can change while running.
-        self.default_encoding = config.default_encoding
+        # A setting that the REST API can change while running.
         self.metrics_enabled = bool(config.raw.get("MetricsEnabled", True))
         self.storage = StorageArea(
             config.storage_directory, compress=config.storage_compression, sync=config.sync_storage_area
@@ -57,7 +56,13 @@ class Isengard:
         config.index_directory.mkdir(parents=True, exist_ok=True)
         self.index = Index(config.database_url)
         self.events = EventBus()
-        self.ingest = IngestPipeline(self.index, self.storage, self.events, overwrite=config.overwrite_instances)
+        self.ingest = IngestPipeline(
+            self.index,
+            self.storage,
+            self.events,
+            overwrite=config.overwrite_instances,
+            default_encoding=config.default_encoding,
+        )
 
     def delete(self, resource: Resource) -> DeletedResource:
         """Delete a resource with Orthanc's cascade; its files go once the index has forgotten them."""

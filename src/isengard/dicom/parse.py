@@ -14,6 +14,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import DSfloat, IS
 
 from ..errors import ErrorCode, IsengardError
+from .charsets import python_codec
 from .identifiers import DicomIdentifiers
 from .levels import Level
 from .tags import (
@@ -25,6 +26,7 @@ from .tags import (
     SERIES_INSTANCE_UID,
     SOP_CLASS_UID,
     SOP_INSTANCE_UID,
+    SPECIFIC_CHARACTER_SET,
     STUDY_INSTANCE_UID,
 )
 
@@ -82,11 +84,16 @@ class ParsedInstance:
         return raw.value_tell - header
 
 
-def parse_instance(data: bytes) -> ParsedInstance:
-    """Parse a DICOM file, refusing non-DICOM and truncated input with BadFileFormat."""
+def parse_instance(data: bytes, default_encoding: str = "Latin1") -> ParsedInstance:
+    """Parse a DICOM file, refusing non-DICOM and truncated input with BadFileFormat.
+    Text of a file without SpecificCharacterSet is decoded per `default_encoding` (Orthanc's name)."""
     if not data:
         raise bad_file("Received an empty DICOM file")
     dataset = _read_dataset(data)
+    if SPECIFIC_CHARACTER_SET not in dataset:
+        # pydicom decodes values lazily, on first access, with the charset it read from the
+        # file (Latin-1 when there is none): the site's default set now applies to all of them.
+        dataset._read_charset = dataset._parent_encoding = [python_codec(default_encoding)]
     identifiers = DicomIdentifiers(
         patient_id=element_text(dataset, PATIENT_ID) or "",
         study_instance_uid=_required_uid(dataset, STUDY_INSTANCE_UID),

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..config import ENCODINGS
+from ..dicom.charsets import ENCODINGS
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError
 from .responses import empty_json, server, text
@@ -36,14 +36,14 @@ def now_local(_request: Request) -> Response:
 
 
 def get_default_encoding(request: Request) -> Response:
-    return text(server(request).default_encoding)
+    return text(server(request).ingest.default_encoding)
 
 
 async def put_default_encoding(request: Request) -> Response:
     encoding = (await request.body()).decode("utf-8", "replace").strip()
     if encoding not in ENCODINGS:
         raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown encoding: {encoding}")
-    server(request).default_encoding = encoding
+    server(request).ingest.default_encoding = encoding
     return text(encoding)
 
 
