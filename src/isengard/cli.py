@@ -34,13 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lifecycle = Lifecycle()
     while True:  # once, or again after each /tools/reset, re-reading the configuration
+        lifecycle.restart_requested = False
         try:
-            config = load_configuration(args.configuration)
+            isengard = Isengard(load_configuration(args.configuration), lifecycle)
         except ConfigurationError as exc:
             print(f"isengard: {exc}", file=sys.stderr)
             return 2
-        lifecycle.restart_requested = False
-        isengard = Isengard(config, lifecycle)
         try:
             serve(isengard, log_level=level)
         finally:

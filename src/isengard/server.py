@@ -4,10 +4,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from .config import Configuration
+from .config import Configuration, ConfigurationError
+from .dicom.dicom_json import parse_dictionary_option
 from .dicom.levels import Level
 from .events import Event, EventBus
-from .index import ChangeType, Index, Resource
+from .index import ChangeType, Index, MetadataType, Resource
 from .index.index import DeletedResource
 from .ingest import IngestPipeline
 from .storage import ContentType, StorageArea
@@ -45,6 +46,10 @@ class Isengard:
         self.config = config
         self.lifecycle = lifecycle or Lifecycle()
         self.started = time.time()
+        try:
+            self.private_dictionary = parse_dictionary_option(config.dictionary)
+        except ValueError as exc:
+            raise ConfigurationError(f'Option "Dictionary": {exc}') from None
         # A setting that the REST API can change while running.
         self.metrics_enabled = bool(config.raw.get("MetricsEnabled", True))
         self.storage = StorageArea(
@@ -84,6 +89,18 @@ class Isengard:
 
     def read_dicom(self, public_id: str) -> bytes:
         return self.storage.read(self.dicom_file_info(public_id))
+
+    def read_dicom_header(self, public_id: str) -> bytes:
+        """The DICOM file of an instance up to its pixel data, without reading the pixels when possible."""
+        with self.index.read() as index:
+            instance = index.get(public_id, Level.INSTANCE)
+            attachment = index.attachment(instance.internal_id, ContentType.DICOM)
+            offset = index.metadata_value(instance.internal_id, MetadataType.PIXEL_DATA_OFFSET)
+        if attachment is None:
+            raise IsengardError(ErrorCode.INEXISTENT_FILE, f"No DICOM file for instance {public_id}")
+        if offset and offset.isdigit():
+            return self.storage.read_range(attachment.info, int(offset))
+        return self.storage.read(attachment.info)
 
     def close(self) -> None:
         self.index.close()
