@@ -1,10 +1,11 @@
 """The store pipeline, the one path of every incoming instance (REST, C-STORE, STOW-RS):
 
-    receive → parse → filter → store file → index → events
+    receive → store file (in the background) → parse → filter → index → events
 
 The file is written (atomically) before the index transaction commits, and removed
-if that transaction fails: the index never names a file that is not complete on
-disk. A crash in between leaves at most an unreferenced file, never a dangling row.
+if the instance is refused or that transaction fails: the index never names a file
+that is not complete on disk. A crash in between leaves at most an unreferenced
+file, never a dangling row.
 """
 
 import logging
@@ -17,17 +18,11 @@ from .dicom.parse import ParsedInstance, parse_instance
 from .dicom.tags import MAIN_DICOM_TAGS, format_tag
 from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, now_iso
+from .index.index import NEW_RESOURCE_CHANGE
 from .storage import ContentType, StorageArea
+from .storage.area import PendingFile
 
 log = logging.getLogger(__name__)
-
-NEW_RESOURCE_CHANGE = {
-    Level.PATIENT: ChangeType.NEW_PATIENT,
-    Level.STUDY: ChangeType.NEW_STUDY,
-    Level.SERIES: ChangeType.NEW_SERIES,
-    Level.INSTANCE: ChangeType.NEW_INSTANCE,
-}
-
 
 @dataclass(frozen=True)
 class Origin:
@@ -77,6 +72,19 @@ class IngestPipeline:
         self.filters: list[InstanceFilter] = []
 
     def store(self, data: bytes, origin: Origin) -> StoreResult:
+        # The file is written first, so that its fsync runs while the instance is parsed;
+        # it is discarded if the instance is refused, or is not indexed for any reason.
+        pending = self.storage.create_in_background(data, ContentType.DICOM)
+        try:
+            result = self._parse_and_index(data, origin, pending)
+        except BaseException:
+            self.storage.discard(pending)
+            raise
+        if result.status != StoreStatus.SUCCESS:
+            self.storage.discard(pending)
+        return result
+
+    def _parse_and_index(self, data: bytes, origin: Origin, pending: PendingFile) -> StoreResult:
         instance = parse_instance(data, self.default_encoding)
         public_ids = instance.identifiers.public_ids()
         if not all(accept(instance, origin) for accept in self.filters):
@@ -84,26 +92,20 @@ class IngestPipeline:
         if not self.overwrite and self._is_stored(public_ids[Level.INSTANCE]):
             return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
 
-        file_info = self.storage.create(data, ContentType.DICOM)
-        try:
-            with self.index.write() as index:
-                added = index.add_instance(
-                    public_ids=public_ids,
-                    main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
-                    files=[file_info],
-                    instance_metadata=_instance_metadata(instance, origin),
-                    resource_metadata_values=SIGNATURES,
-                    overwrite=self.overwrite,
-                )
-        except BaseException:
-            self.storage.remove(file_info.uuid)
-            raise
+        file_info = pending.wait()  # on disk before the index names it
+        with self.index.write() as index:
+            added = index.add_instance(
+                public_ids=public_ids,
+                main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
+                files=[file_info],
+                instance_metadata=_instance_metadata(instance, origin),
+                resource_metadata_values=SIGNATURES,
+                overwrite=self.overwrite,
+            )
         if added.already_stored:  # a concurrent upload of the same instance won the race
-            self.storage.remove(file_info.uuid)
             return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
         for replaced in added.replaced_files:
             self.storage.remove(replaced)
-
         self._publish(instance, origin, public_ids, added.created)
         return StoreResult(StoreStatus.SUCCESS, public_ids, added.created)
 
@@ -131,6 +133,6 @@ def _instance_metadata(instance: ParsedInstance, origin: Origin) -> dict[int, st
         MetadataType.HTTP_USERNAME: origin.http_username,
         MetadataType.TRANSFER_SYNTAX: instance.transfer_syntax,
         MetadataType.SOP_CLASS_UID: instance.sop_class_uid,
-        MetadataType.INDEX_IN_SERIES: "" if index_in_series is None else str(index_in_series),
+        **({MetadataType.INDEX_IN_SERIES: index_in_series} if index_in_series is not None else {}),
         **({MetadataType.PIXEL_DATA_OFFSET: str(pixel_data_offset)} if pixel_data_offset is not None else {}),
     }

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, and_, delete, event, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, event, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, create_engine
@@ -31,6 +31,25 @@ from .schema import resource_metadata, resources
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# Statements of the ingest path, built once: SQLAlchemy then reuses their compiled form.
+LOOKUP = select(resources).where(resources.c.public_id == bindparam("public_id"))
+LOOKUP_MANY = select(resources).where(resources.c.public_id.in_(bindparam("public_ids", expanding=True)))
+INSERT_RESOURCE = insert(resources)
+INSERT_MAIN_TAGS = insert(main_dicom_tags)
+INSERT_ATTACHMENT = insert(attached_files)
+INSERT_CHANGE = insert(changes)
+
+
+def _upsert_metadata_statement(insert_factory):  # type: ignore[no-untyped-def]
+    statement = insert_factory(resource_metadata)
+    return statement.on_conflict_do_update(
+        index_elements=["resource_id", "type"],
+        set_={"value": statement.excluded.value, "revision": resource_metadata.c.revision + 1},
+    )
+
+
+UPSERT_METADATA = {"sqlite": _upsert_metadata_statement(sqlite_insert), "postgresql": _upsert_metadata_statement(pg_insert)}
 
 
 def now_iso() -> str:
@@ -77,6 +96,14 @@ class Change:
     level: Level
     public_id: str
     date: str
+
+
+NEW_RESOURCE_CHANGE = {
+    Level.PATIENT: ChangeType.NEW_PATIENT,
+    Level.STUDY: ChangeType.NEW_STUDY,
+    Level.SERIES: ChangeType.NEW_SERIES,
+    Level.INSTANCE: ChangeType.NEW_INSTANCE,
+}
 
 
 class Index:
@@ -144,11 +171,10 @@ class IndexTransaction:
     # -- resources -----------------------------------------------------------------
 
     def lookup(self, public_id: str, level: Level | None = None) -> Resource | None:
-        query = select(resources).where(resources.c.public_id == public_id)
-        if level is not None:
-            query = query.where(resources.c.resource_type == int(level))
-        row = self.connection.execute(query).first()
-        return _resource(row) if row else None
+        row = self.connection.execute(LOOKUP, {"public_id": public_id}).first()
+        if row is None or (level is not None and row.resource_type != level):
+            return None
+        return _resource(row)
 
     def get(self, public_id: str, level: Level | None = None) -> Resource:
         """The resource or an UnknownResource error (HTTP 404)."""
@@ -272,19 +298,30 @@ class IndexTransaction:
             found.update(rows.all())
         return found
 
+    def children_metadata_values(self, internal_ids: list[int], type_: int) -> dict[int, list[str | None]]:
+        """For each resource, one metadata value per child (None where unset), in insertion order."""
+        found: dict[int, list[str | None]] = {i: [] for i in internal_ids}
+        has_type = and_(resource_metadata.c.resource_id == resources.c.internal_id, resource_metadata.c.type == int(type_))
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(
+                select(resources.c.parent_id, resource_metadata.c.value)
+                .select_from(resources.outerjoin(resource_metadata, has_type))
+                .where(resources.c.parent_id.in_(chunk))
+                .order_by(resources.c.internal_id)
+            )
+            for parent_id, value in rows:
+                found[parent_id].append(value)
+        return found
+
     def set_metadata(self, internal_id: int, values: dict[int, str]) -> None:
         """Set metadata; an existing value gets its revision incremented."""
-        if not values:
-            return
-        statement = self._upsert_factory(resource_metadata)
-        statement = statement.on_conflict_do_update(
-            index_elements=["resource_id", "type"],
-            set_={"value": statement.excluded.value, "revision": resource_metadata.c.revision + 1},
-        )
-        self.connection.execute(
-            statement,
-            [{"resource_id": internal_id, "type": int(t), "value": v, "revision": 0} for t, v in values.items()],
-        )
+        self._upsert_metadata({(internal_id, int(t)): v for t, v in values.items()})
+
+    def _upsert_metadata(self, values: dict[tuple[int, int], str]) -> None:
+        """Set (resource, metadata type) -> value in one statement."""
+        if values:
+            rows = [{"resource_id": r, "type": t, "value": v, "revision": 0} for (r, t), v in values.items()]
+            self.connection.execute(UPSERT_METADATA[self.connection.dialect.name], rows)
 
     def delete_metadata(self, internal_id: int, type_: int) -> bool:
         result = self.connection.execute(
@@ -308,23 +345,26 @@ class IndexTransaction:
         ).first()
         return _attachment(row) if row else None
 
+    def attachments_of(self, internal_ids: list[int], content_type: int) -> dict[int, StoredAttachment]:
+        """The attachment of `content_type` of each resource that has one."""
+        found: dict[int, StoredAttachment] = {}
+        for chunk in _chunks(internal_ids):
+            rows = self.connection.execute(
+                select(attached_files).where(
+                    and_(attached_files.c.resource_id.in_(chunk), attached_files.c.content_type == int(content_type))
+                )
+            )
+            found.update((row.resource_id, _attachment(row)) for row in rows)
+        return found
+
     def set_attachment(self, internal_id: int, info: FileInfo) -> str | None:
         """Record an attachment; returns the UUID of the file it replaces, if any."""
         previous = self.attachment(internal_id, info.content_type)
-        values = {
-            "uuid": info.uuid,
-            "compressed_size": info.compressed_size,
-            "uncompressed_size": info.uncompressed_size,
-            "compression_type": int(info.compression),
-            "uncompressed_md5": info.uncompressed_md5,
-            "compressed_md5": info.compressed_md5,
-        }
+        row = _attachment_row(internal_id, info)
         if previous is None:
-            self.connection.execute(
-                insert(attached_files),
-                {"resource_id": internal_id, "content_type": info.content_type, "revision": 0, **values},
-            )
+            self.connection.execute(INSERT_ATTACHMENT, row)
             return None
+        values = {k: v for k, v in row.items() if k not in ("resource_id", "content_type", "revision")}
         self.connection.execute(
             update(attached_files)
             .where(
@@ -405,35 +445,42 @@ class IndexTransaction:
             resource = found.get(public_ids[level])
             if resource is None:
                 resource = self._create_resource(level, public_ids[level], parent_id)
-                self.set_main_tags(resource.internal_id, main_tags[level])
-                self.set_metadata(resource.internal_id, resource_metadata_values.get(level, {}))
                 created.append(level)
             chain[level] = resource
             parent_id = resource.internal_id
 
         instance_id = chain[Level.INSTANCE].internal_id
-        for info in files:
-            self.set_attachment(instance_id, info)
-        self.set_metadata(instance_id, instance_metadata)
-        for level in Level:
-            self.set_metadata(chain[level].internal_id, {MetadataType.LAST_UPDATE: date})
+        tag_rows = [
+            {"resource_id": chain[level].internal_id, "tag": int(tag), "value": value}
+            for level in created
+            for tag, value in main_tags[level].items()
+        ]
+        if tag_rows:
+            self.connection.execute(INSERT_MAIN_TAGS, tag_rows)
+        metadata = {(chain[level].internal_id, int(t)): v for level in created for t, v in resource_metadata_values.get(level, {}).items()}
+        metadata.update({(instance_id, int(t)): v for t, v in instance_metadata.items()})
+        metadata.update({(chain[level].internal_id, int(MetadataType.LAST_UPDATE)): date for level in Level})
+        self._upsert_metadata(metadata)
+        if files:
+            self.connection.execute(INSERT_ATTACHMENT, [_attachment_row(instance_id, info) for info in files])
 
-        self.log_change(ChangeType.NEW_INSTANCE, Level.INSTANCE, public_ids[Level.INSTANCE], date)
-        for level in (Level.SERIES, Level.STUDY, Level.PATIENT):
-            if level in created:
-                change = {Level.SERIES: ChangeType.NEW_SERIES, Level.STUDY: ChangeType.NEW_STUDY}.get(
-                    level, ChangeType.NEW_PATIENT
-                )
-                self.log_change(change, level, public_ids[level], date)
+        logged = [Level.INSTANCE] + [level for level in (Level.SERIES, Level.STUDY, Level.PATIENT) if level in created]
+        self.connection.execute(
+            INSERT_CHANGE,
+            [
+                {"change_type": NEW_RESOURCE_CHANGE[level].value, "resource_type": int(level), "public_id": public_ids[level], "date": date}
+                for level in logged
+            ],
+        )
         return AddedInstance(resources=chain, created=created, replaced_files=replaced)
 
     def _lookup_many(self, public_ids: list[str]) -> dict[str, Resource]:
-        rows = self.connection.execute(select(resources).where(resources.c.public_id.in_(public_ids)))
+        rows = self.connection.execute(LOOKUP_MANY, {"public_ids": public_ids})
         return {row.public_id: _resource(row) for row in rows}
 
     def _create_resource(self, level: Level, public_id: str, parent_id: int | None) -> Resource:
         result = self.connection.execute(
-            insert(resources).values(resource_type=int(level), public_id=public_id, parent_id=parent_id)
+            INSERT_RESOURCE, {"resource_type": int(level), "public_id": public_id, "parent_id": parent_id}
         )
         return Resource(result.inserted_primary_key[0], level, public_id, parent_id)
 
@@ -557,6 +604,20 @@ class IndexTransaction:
 
     def all_attachment_uuids(self) -> set[str]:
         return set(self.connection.execute(select(attached_files.c.uuid)).scalars())
+
+
+def _attachment_row(internal_id: int, info: FileInfo) -> dict:
+    return {
+        "resource_id": internal_id,
+        "content_type": info.content_type,
+        "uuid": info.uuid,
+        "compressed_size": info.compressed_size,
+        "uncompressed_size": info.uncompressed_size,
+        "compression_type": int(info.compression),
+        "uncompressed_md5": info.uncompressed_md5,
+        "compressed_md5": info.compressed_md5,
+        "revision": 0,
+    }
 
 
 def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:

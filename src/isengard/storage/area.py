@@ -13,6 +13,7 @@ import os
 import struct
 import uuid
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -52,18 +53,49 @@ class FileInfo:
     compression: CompressionType = CompressionType.NONE
 
 
+class PendingFile:
+    """A file being written in the background: `wait()` before the index may name it."""
+
+    def __init__(self, info: FileInfo, written: Future):
+        self.info = info
+        self._written = written
+
+    def wait(self) -> FileInfo:
+        self._written.result()
+        return self.info
+
+
 class StorageArea:
     def __init__(self, root: Path, compress: bool = False, sync: bool = True):
         self.root = Path(root)
         self.compress = compress
         self.sync = sync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-writer")
 
     def path(self, file_uuid: str) -> Path:
         return self.root / file_uuid[0:2] / file_uuid[2:4] / file_uuid
 
     def create(self, data: bytes, content_type: int, compress: bool | None = None) -> FileInfo:
         """Store `data` under a new UUID and describe it; atomic on a crash."""
+        info, stored = self._describe(data, content_type, compress)
+        self._write_atomically(self.path(info.uuid), stored)
+        return info
+
+    def create_in_background(self, data: bytes, content_type: int) -> PendingFile:
+        """As `create`, but the write (and its fsync, milliseconds long) overlaps the caller's work."""
+        info, stored = self._describe(data, content_type, None)
+        return PendingFile(info, self._writers.submit(self._write_atomically, self.path(info.uuid), stored))
+
+    def discard(self, pending: PendingFile) -> None:
+        """Remove a file that will not be indexed, once its write is over (or has failed)."""
+        try:
+            pending.wait()
+        except IsengardError:
+            return
+        self.remove(pending.info.uuid)
+
+    def _describe(self, data: bytes, content_type: int, compress: bool | None) -> tuple[FileInfo, bytes]:
         compress = self.compress if compress is None else compress
         stored = compress_data(data) if compress else data
         uncompressed_md5 = hashlib.md5(data).hexdigest()
@@ -76,8 +108,7 @@ class StorageArea:
             compressed_md5=hashlib.md5(stored).hexdigest() if compress else uncompressed_md5,
             compression=CompressionType.ZLIB_WITH_SIZE if compress else CompressionType.NONE,
         )
-        self._write_atomically(self.path(info.uuid), stored)
-        return info
+        return info, stored
 
     def read(self, info: FileInfo) -> bytes:
         """The attachment as it was given to `create`."""
