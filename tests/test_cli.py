@@ -1,0 +1,69 @@
+"""The `isengard` command: default configuration file, start-up errors."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+
+from conftest import free_port, running_isengard
+
+ISENGARD = [sys.executable, "-m", "isengard.cli"]
+
+
+def test_config_option_writes_a_default_file_that_serves(tmp_path):
+    path = tmp_path / "isengard.json"
+    result = subprocess.run(ISENGARD + [f"--config={path}"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    text = path.read_text()
+    assert "//" in text and '"HttpPort"' in text
+    # The written file is the configuration of a server that starts (ports and folder changed).
+    folder = tmp_path / "server"
+    folder.mkdir()
+    with running_isengard(folder, Name="FromDefaults") as server:
+        assert server.client.get("/system").json()["Name"] == "FromDefaults"
+
+
+def test_malformed_configuration_stops_start_up_naming_file_and_line(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{\n  // a comment\n  "HttpPort": 8042,\n  "Name": oops\n}\n')
+    result = subprocess.run(ISENGARD + [str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "line 4" in result.stderr
+
+
+def test_unknown_options_are_logged_and_ignored(tmp_path):
+    folder = tmp_path / "server"
+    folder.mkdir()
+    with running_isengard(folder, NoSuchOption=True) as server:
+        assert server.client.get("/system").status_code == 200
+        assert "NoSuchOption" in server.log()
+
+
+def test_configuration_folder_is_merged(tmp_path):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    port = free_port()
+    (folder / "a.json").write_text(json.dumps({"Name": "Merged", "StorageDirectory": str(tmp_path / "db")}))
+    (folder / "b.json").write_text(f'{{ /* the ports */ "HttpPort": {port}, "DicomPort": {free_port()} }}')
+    process = subprocess.Popen(ISENGARD + [str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/system").json()["Name"] == "Merged"
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_environment_overrides_are_type_checked(tmp_path):
+    env = {**os.environ, "ISENGARD__HttpPort": "notaport"}
+    result = subprocess.run(ISENGARD, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "HttpPort" in result.stderr
