@@ -89,8 +89,6 @@ class IngestPipeline:
         public_ids = instance.identifiers.public_ids()
         if not all(accept(instance, origin) for accept in self.filters):
             return StoreResult(StoreStatus.FILTERED_OUT, public_ids)
-        if not self.overwrite and self._is_stored(public_ids[Level.INSTANCE]):
-            return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
 
         file_info = pending.wait()  # on disk before the index names it
         with self.index.write() as index:
@@ -102,16 +100,12 @@ class IngestPipeline:
                 resource_metadata_values=SIGNATURES,
                 overwrite=self.overwrite,
             )
-        if added.already_stored:  # a concurrent upload of the same instance won the race
+        if added.already_stored:
             return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
         for replaced in added.replaced_files:
             self.storage.remove(replaced)
         self._publish(instance, origin, public_ids, added.created)
         return StoreResult(StoreStatus.SUCCESS, public_ids, added.created)
-
-    def _is_stored(self, instance_id: str) -> bool:
-        with self.index.read() as index:
-            return index.lookup(instance_id, Level.INSTANCE) is not None
 
     def _publish(self, instance: ParsedInstance, origin: Origin, public_ids: dict[Level, str], created: list[Level]) -> None:
         details = {"instance": instance, "origin": origin, "public_ids": public_ids}

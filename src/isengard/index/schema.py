@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
 )
 
 metadata = MetaData()
@@ -40,6 +41,8 @@ main_dicom_tags = Table(
     Column("value", Text, nullable=False),
     Index("ix_main_dicom_tags_value", "tag", "value"),
 )
+# Case-insensitive matching, the default of /tools/find and C-FIND, compares lower(value).
+Index("ix_main_dicom_tags_folded", main_dicom_tags.c.tag, func.lower(main_dicom_tags.c.value))
 
 resource_metadata = Table(
     "metadata",

@@ -13,6 +13,7 @@ import os
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
@@ -64,6 +65,10 @@ class PendingFile:
         self._written.result()
         return self.info
 
+    def when_written(self, action: Callable[[], None]) -> None:
+        """Run `action` once the write is over, unless it failed (and so left nothing)."""
+        self._written.add_done_callback(lambda written: written.exception() is None and action())
+
 
 class StorageArea:
     def __init__(self, root: Path, compress: bool = False, sync: bool = True):
@@ -88,12 +93,8 @@ class StorageArea:
         return PendingFile(info, self._writers.submit(self._write_atomically, self.path(info.uuid), stored))
 
     def discard(self, pending: PendingFile) -> None:
-        """Remove a file that will not be indexed, once its write is over (or has failed)."""
-        try:
-            pending.wait()
-        except IsengardError:
-            return
-        self.remove(pending.info.uuid)
+        """Remove a file that will not be indexed, once its write is over (without waiting for it)."""
+        pending.when_written(lambda: self.remove(pending.info.uuid))
 
     def _describe(self, data: bytes, content_type: int, compress: bool | None) -> tuple[FileInfo, bytes]:
         compress = self.compress if compress is None else compress

@@ -1,0 +1,579 @@
+"""Finding resources by DICOM tags, labels and metadata (`/tools/find`, `/tools/lookup`, C-FIND).
+
+Matching follows DICOM C-FIND (PS3.4 C.2.2.2) the way Orthanc does it: a value matches exactly, `*`
+and `?` are wildcards (text VRs only), `a\\b` is a list of exact values, `lo-hi`, `-hi` and `lo-` are
+ranges for dates and times (compared as strings), and an empty constraint matches everything.
+
+Constraints on main DICOM tags of the queried level or of its ancestors are SQL over the index (the
+study level keeps a copy of the patient tags, which spares a join). A main tag stored only below the
+queried level matches nothing, as in Orthanc. Any other tag is checked in the DICOM file of one
+instance of each resource left by SQL.
+
+SQL answers exactly, except on SQLite for case-insensitive values with non-ASCII letters (SQLite
+folds ASCII only): there it selects a superset (such letters match any character) that Python
+narrows down with the value it selects alongside.
+"""
+
+import io
+import itertools
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from functools import cached_property
+
+import pydicom
+from pydicom.datadict import dictionary_VR
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from sqlalchemy import ColumnElement, Row, Select, and_, false, func, or_, select, true
+from sqlalchemy.sql.selectable import Alias, FromClause
+
+from ..dicom.levels import Level
+from ..dicom.parse import element_text
+from ..dicom.tags import IDENTIFIER_TAG, MAIN_DICOM_TAGS, PATIENT_ID, format_tag
+from ..errors import ErrorCode, IsengardError, bad_request
+from ..storage import ContentType, StorageArea
+from ..storage.area import FileInfo
+from .computed import MODALITIES_IN_STUDY, MODALITY, computed_tags, descendants_query, is_computed
+from .enums import MetadataType
+from .index import IndexTransaction, Resource, _chunks, _resource
+from .schema import labels, main_dicom_tags, resource_metadata, resources
+
+log = logging.getLogger(__name__)
+
+# PS3.4 C.2.2.2.4: wildcards apply to text only; ranges (C.2.2.2.5) to dates and times only.
+WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
+RANGE_VRS = frozenset({"DA", "DT", "TM"})
+
+STORED_TAGS = {level: frozenset(int(tag) for tag in tags) for level, tags in MAIN_DICOM_TAGS.items()}
+
+
+class Kind(Enum):
+    EQUAL = "equal"
+    LIST = "list"
+    RANGE = "range"  # values: (lower, upper), an empty bound being open
+    WILDCARD = "wildcard"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One C-FIND constraint on a DICOM tag (or, for metadata queries, on a metadata type)."""
+
+    tag: int
+    kind: Kind
+    values: tuple[str, ...]
+    case_sensitive: bool = False
+
+    def matches(self, value: str | None) -> bool:
+        """A value absent from the resource (None) matches nothing, not even `*`."""
+        if value is None:
+            return False
+        if self.kind is Kind.RANGE:
+            lower, upper = self.values
+            return (not lower or value >= lower) and (not upper or value <= upper)
+        if self.kind is Kind.WILDCARD:
+            return self._regex.fullmatch(self._fold(value)) is not None
+        return self._fold(value) in {self._fold(v) for v in self.values}
+
+    def _fold(self, text: str) -> str:
+        return text if self.case_sensitive else text.lower()
+
+    @cached_property
+    def _regex(self) -> re.Pattern[str]:
+        pieces = {"*": ".*", "?": "."}
+        pattern = "".join(pieces.get(c, re.escape(c)) for c in self._fold(self.values[0]))
+        return re.compile(pattern, re.DOTALL)
+
+
+def value_representation(tag: int) -> str:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        group, element = tag >> 16, tag & 0xFFFF
+        return "LO" if group % 2 == 1 and 0x10 <= element <= 0xFF else "UN"  # private creators are LO
+
+
+def parse_constraint(tag: int, text: str, case_sensitive: bool = False, vr: str | None = None) -> Constraint | None:
+    """The constraint a C-FIND value expresses; None for the empty value, which matches everything."""
+    if not text:
+        return None
+    vr = vr or value_representation(tag)
+    if vr in RANGE_VRS and "-" in text:  # a range before a list: "a-b\c" is the range [a, "b\c"], as in Orthanc
+        lower, upper = text.split("-", 1)
+        return Constraint(tag, Kind.RANGE, (lower, upper), case_sensitive)
+    if "\\" in text or tag == MODALITIES_IN_STUDY:
+        return Constraint(tag, Kind.LIST, tuple(text.split("\\")), case_sensitive)
+    if "*" in text or "?" in text:
+        if vr not in WILDCARD_VRS:
+            raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Wildcards are not allowed on tag {format_tag(tag)}")
+        return Constraint(tag, Kind.WILDCARD, (text,), case_sensitive)
+    return Constraint(tag, Kind.EQUAL, (text,), case_sensitive)
+
+
+class LabelsConstraint(Enum):
+    ALL = "All"
+    ANY = "Any"
+    NONE = "None"
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    key: int  # a DICOM tag, or a metadata type
+    is_metadata: bool = False
+    descending: bool = False
+
+
+@dataclass
+class FindQuery:
+    level: Level
+    constraints: list[Constraint] = field(default_factory=list)
+    metadata: list[Constraint] = field(default_factory=list)  # `tag` is the metadata type
+    labels: list[str] = field(default_factory=list)
+    labels_constraint: LabelsConstraint = LabelsConstraint.ALL
+    parent: tuple[Level, str] | None = None  # only resources below this one (public ID)
+    order_by: list[OrderKey] = field(default_factory=list)
+    since: int = 0
+    limit: int = 0  # 0: no limit
+
+
+def indexed_level(tag: int, level: Level) -> Level | None:
+    """The level whose index rows hold `tag` for resources of `level`: their own, else the nearest
+    ancestor's (the study's copy for patient tags); None if neither stores it."""
+    holders = [upper for upper in Level if upper <= level and tag in STORED_TAGS[upper]]
+    return max(holders) if holders else None
+
+
+def _stored_below(tag: int, level: Level) -> bool:
+    return any(tag in STORED_TAGS[lower] for lower in Level if lower > level)
+
+
+# -- finding -----------------------------------------------------------------------------------
+
+
+def find(index: IndexTransaction, storage: StorageArea, query: FindQuery, cap: int = 0) -> list[Resource]:
+    """The resources matching `query`, in insertion order (or `order_by`), paged by since/limit;
+    `cap` (LimitFindResults/LimitFindInstances) bounds how far the paging may go."""
+    window = _window(query.since, query.limit, cap)
+    if window is None:
+        return []
+    offset, count = window
+    plan = _Plan(query, sqlite=index.connection.dialect.name == "sqlite")
+    if not plan.needs_python:
+        rows = index.connection.execute(plan.statement().offset(offset).limit(count)).all()
+        return [plan.resource(row) for row in rows]
+    candidates = index.connection.execute(plan.statement()).all()
+    return _filter(index, storage, plan, candidates, offset, count)
+
+
+def _window(since: int, limit: int, cap: int) -> tuple[int, int | None] | None:
+    """(offset, count) of the answers to return, count None meaning all; None when nothing is left."""
+    end = since + limit if limit else None
+    if cap:
+        end = cap if end is None else min(end, cap)
+    if end is None:
+        return since, None
+    return (since, end - since) if end > since else None
+
+
+def _filter(
+    index: IndexTransaction, storage: StorageArea, plan: "_Plan", candidates: Sequence[Row], offset: int, count: int | None
+) -> list[Resource]:
+    """Check in Python what SQL could not; chunks grow so that a small limit reads few files."""
+    found: list[Resource] = []
+    skipped = 0
+    for chunk in _growing_chunks(candidates):
+        kept = [plan.resource(row) for row in chunk if plan.recheck(row)]
+        if plan.file_constraints and kept:
+            tags = [c.tag for c in plan.file_constraints]
+            values = file_tags(index, storage, plan.level, [r.internal_id for r in kept], tags)
+            kept = [r for r in kept if all(c.matches(values[r.internal_id].get(c.tag)) for c in plan.file_constraints)]
+        for resource in kept:
+            if skipped < offset:
+                skipped += 1
+                continue
+            found.append(resource)
+            if count is not None and len(found) == count:
+                return found
+    return found
+
+
+def _growing_chunks(rows: Sequence[Row], first: int = 16, largest: int = 512) -> Iterator[Sequence[Row]]:
+    start, size = 0, first
+    while start < len(rows):
+        yield rows[start : start + size]
+        start += size
+        size = min(size * 2, largest)
+
+
+class _Plan:
+    """The SQL of a find, and what is left to check in Python.
+
+    Filters are uncorrelated `IN (subquery)` conditions: on an ancestor level, they select its
+    matching resources and descend from them along the parent index, as Orthanc does; the database
+    runs each once over the (tag, value) index, however many resources there are. Order keys and
+    values to recheck in Python are joined to the target resource instead.
+    """
+
+    def __init__(self, query: FindQuery, sqlite: bool):
+        self.query = query
+        self.level = query.level
+        self.sqlite = sqlite
+        self.target = resources.alias("target")
+        self._numbers = itertools.count()
+        self._joined: dict[Level, Alias] = {self.level: self.target}  # the target and its ancestors
+        self._from: FromClause = self.target
+        self._filtered: dict[Level, Alias] = {self.level: self.target}  # the filtered levels
+        self._filters: dict[Level, list[ColumnElement[bool]]] = {self.level: []}
+        self._columns: list[ColumnElement] = []
+        self._order: list[ColumnElement] = []
+        self._rechecks: list[tuple[int, Constraint]] = []  # (column of the value, constraint)
+        self.file_constraints: list[Constraint] = []
+        for constraint in query.constraints:
+            self._add_tag_constraint(constraint)
+        for constraint in query.metadata:
+            self._add_metadata_constraint(constraint)
+        self._add_labels()
+        if query.parent is not None:
+            self._add_parent(*query.parent)
+        for key in query.order_by:
+            self._add_order(key)
+        self._order.append(self.target.c.internal_id)
+
+    @property
+    def needs_python(self) -> bool:
+        return bool(self._rechecks or self.file_constraints)
+
+    def statement(self) -> Select:
+        target = self.target.c
+        above = [target.parent_id.in_(self._descend(level, c)) for level, c in self._filters.items() if level < self.level]
+        # A parent found above implies the level: without the redundant test, SQLite descends the parent index.
+        where = above or [target.resource_type == int(self.level)]
+        return (
+            select(target.internal_id, target.public_id, target.parent_id, *self._columns)
+            .select_from(self._from)
+            .where(*where, *self._filters[self.level])
+            .order_by(*self._order)
+        )
+
+    def _descend(self, level: Level, conditions: list[ColumnElement[bool]]) -> Select:
+        """The IDs of the parents of the target whose ancestors at `level` meet `conditions`."""
+        node = self._filtered[level]
+        ids = select(node.c.internal_id).where(*conditions)
+        for _ in range(level + 1, self.level):
+            child = resources.alias(f"below{next(self._numbers)}")
+            ids = select(child.c.internal_id).where(child.c.parent_id.in_(ids))
+        return ids
+
+    def resource(self, row: Row) -> Resource:
+        return Resource(row[0], self.level, row[1], row[2])
+
+    def recheck(self, row: Row) -> bool:
+        return all(constraint.matches(row[position]) for position, constraint in self._rechecks)
+
+    def _filter(self, level: Level, condition: ColumnElement[bool]) -> None:
+        self._filters.setdefault(level, []).append(condition)
+
+    def _filtered_node(self, level: Level) -> Alias:
+        if level not in self._filtered:
+            node = resources.alias(f"filtered{int(level)}")
+            self._filtered[level] = node
+            self._filter(level, node.c.resource_type == int(level))  # e.g. patient tags are also on studies
+        return self._filtered[level]
+
+    def _joined_node(self, level: Level) -> Alias:
+        """The alias of the target's ancestor at `level`, joined on first use."""
+        if level not in self._joined:
+            child = self._joined_node(Level(level + 1))
+            ancestor = resources.alias(f"ancestor{int(level)}")
+            self._from = self._from.join(ancestor, ancestor.c.internal_id == child.c.parent_id)
+            self._joined[level] = ancestor
+        return self._joined[level]
+
+    def _add_tag_constraint(self, constraint: Constraint) -> None:
+        if constraint.tag == MODALITIES_IN_STUDY and self.level == Level.STUDY:
+            self._add_modalities_in_study(constraint)
+            return
+        holder = indexed_level(constraint.tag, self.level)
+        if holder is not None:
+            self._add_main_tag_constraint(holder, constraint)
+        elif _stored_below(constraint.tag, self.level):
+            self._filter(self.level, false())
+        else:
+            self.file_constraints.append(constraint)
+
+    def _add_main_tag_constraint(self, level: Level, constraint: Constraint) -> None:
+        row = main_dicom_tags.alias(f"value{next(self._numbers)}")
+        condition, exact = value_condition(row.c.value, constraint, self.sqlite)
+        if exact:
+            matching = select(row.c.resource_id).where(row.c.tag == constraint.tag, condition)
+            self._filter(level, self._filtered_node(level).c.internal_id.in_(matching))
+        else:
+            self._join_value(row, self._joined_node(level), constraint.tag)
+            self._filter(self.level, condition)
+            self._recheck(row, constraint)
+
+    def _add_metadata_constraint(self, constraint: Constraint) -> None:
+        # A join: metadata have no index on their values, but one on (resource, type).
+        row = resource_metadata.alias(f"value{next(self._numbers)}")
+        condition, exact = value_condition(row.c.value, constraint, self.sqlite)
+        self._join_value(row, self.target, constraint.tag)
+        self._filter(self.level, condition)
+        if not exact:
+            self._recheck(row, constraint)
+
+    def _join_value(self, row: Alias, node: Alias, key: int, outer: bool = False) -> None:
+        """Join `row`, an alias of main DICOM tags or metadata, on its entry `key` for `node`."""
+        key_column = row.c.tag if row.element is main_dicom_tags else row.c.type
+        on = and_(row.c.resource_id == node.c.internal_id, key_column == key)
+        self._from = self._from.outerjoin(row, on) if outer else self._from.join(row, on)
+
+    def _recheck(self, row: Alias, constraint: Constraint) -> None:
+        self._rechecks.append((3 + len(self._columns), constraint))  # after the 3 columns of the resource
+        self._columns.append(row.c.value)
+
+    def _add_modalities_in_study(self, constraint: Constraint) -> None:
+        """Studies with at least one series of one of the modalities (Orthanc's reading of C-FIND)."""
+        series = resources.alias("series")
+        condition, _ = value_condition(main_dicom_tags.c.value, constraint, self.sqlite, prefilter=False)
+        studies = (
+            select(series.c.parent_id)
+            .join(main_dicom_tags, main_dicom_tags.c.resource_id == series.c.internal_id)
+            .where(main_dicom_tags.c.tag == MODALITY, condition)
+        )
+        self._filter(self.level, self.target.c.internal_id.in_(studies))
+
+    def _add_labels(self) -> None:
+        wanted = self.query.labels
+        if not wanted:
+            return
+
+        def labelled(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+            return self.target.c.internal_id.in_(select(labels.c.resource_id).where(*conditions))
+
+        match self.query.labels_constraint:
+            case LabelsConstraint.ALL:
+                for label in wanted:
+                    self._filter(self.level, labelled(labels.c.label == label))
+            case LabelsConstraint.ANY:
+                self._filter(self.level, labelled(labels.c.label.in_(wanted)))
+            case LabelsConstraint.NONE:
+                self._filter(self.level, ~labelled(labels.c.label.in_(wanted)))
+
+    def _add_parent(self, level: Level, public_id: str) -> None:
+        if level >= self.level:
+            raise bad_request(f"A {level.title} cannot be the parent of a {self.level.title}")
+        self._filter(level, self._filtered_node(level).c.public_id == public_id)
+
+    def _add_order(self, key: OrderKey) -> None:
+        if key.is_metadata:
+            row, node = resource_metadata.alias(f"order{len(self._order)}"), self.target
+        else:
+            holder = indexed_level(key.key, self.level)
+            if holder is None:
+                raise IsengardError(
+                    ErrorCode.PARAMETER_OUT_OF_RANGE,
+                    f"Cannot order {self.level.route} by {format_tag(key.key)}, which is no main DICOM tag of them",
+                )
+            row, node = main_dicom_tags.alias(f"order{len(self._order)}"), self._joined_node(holder)
+        self._join_value(row, node, key.key, outer=True)
+        value = row.c.value.desc() if key.descending else row.c.value.asc()
+        self._order.append(value.nulls_last())
+
+
+# -- SQL matching --------------------------------------------------------------------------------
+
+
+def value_condition(
+    column: ColumnElement[str], constraint: Constraint, sqlite: bool, prefilter: bool = True
+) -> tuple[ColumnElement[bool], bool]:
+    """SQL matching `column` against `constraint`, and whether it is exact. With `prefilter`, a
+    case-insensitive non-ASCII value on SQLite selects a superset (not exact); without, it may miss
+    values whose non-ASCII letters differ in case."""
+    if constraint.kind is Kind.RANGE:
+        lower, upper = constraint.values
+        bounds = ([column >= lower] if lower else []) + ([column <= upper] if upper else [])
+        return and_(true(), *bounds), True
+    if constraint.kind is Kind.WILDCARD:
+        return _wildcard_condition(column, constraint.values[0], constraint.case_sensitive, sqlite, prefilter)
+    return _equality_condition(column, constraint.values, constraint.case_sensitive, sqlite, prefilter)
+
+
+def _equality_condition(
+    column: ColumnElement[str], values: tuple[str, ...], case_sensitive: bool, sqlite: bool, prefilter: bool
+) -> tuple[ColumnElement[bool], bool]:
+    # Values whose case cannot differ compare as they are, on the (tag, value) index; the others
+    # compare lower-cased, on the (tag, lower(value)) index.
+    plain = [v for v in values if case_sensitive or not _is_cased(v)]
+    folded = [v for v in values if v not in plain]
+    approximate = [v for v in folded if sqlite and prefilter and not v.isascii()]
+    lowered = [v.lower() for v in folded if v not in approximate]
+    conditions = [column.in_(plain)] if plain else []
+    if lowered:
+        conditions.append(func.lower(column).in_(lowered))
+    conditions += [_folded_like(column, v, wildcards=False, approximate=True) for v in approximate]
+    return or_(*conditions), not approximate
+
+
+def _wildcard_condition(
+    column: ColumnElement[str], pattern: str, case_sensitive: bool, sqlite: bool, prefilter: bool
+) -> tuple[ColumnElement[bool], bool]:
+    if set(pattern) == {"*"}:
+        return true(), True  # the tag must only be present, which the join ensures
+    if not sqlite:
+        if case_sensitive:
+            return column.like(_like_pattern(pattern), escape="\\"), True
+        return func.lower(column).like(_like_pattern(pattern.lower()), escape="\\"), True
+    if case_sensitive:  # GLOB, unlike LIKE, is case-sensitive on SQLite
+        glob = column.op("GLOB")(pattern.replace("[", "[[]"))
+        return and_(glob, *_prefix_range(column, _literal_prefix(pattern))), True
+    approximate = prefilter and not pattern.isascii()
+    return _folded_like(column, pattern, wildcards=True, approximate=approximate), not approximate
+
+
+def _folded_like(column: ColumnElement[str], pattern: str, wildcards: bool, approximate: bool) -> ColumnElement[bool]:
+    """SQLite's lower(value) LIKE pattern, with a range on its literal ASCII prefix for the index.
+    SQLite folds ASCII letters only: `approximate` lets any other letter match any character."""
+    folded = func.lower(column)
+    like = folded.like(_like_pattern(pattern.lower(), wildcards, any_non_ascii=approximate), escape="\\")
+    prefix = _literal_prefix(pattern.lower()) if wildcards else pattern.lower()
+    ascii_prefix = "".join(itertools.takewhile(str.isascii, prefix))
+    return and_(like, *_prefix_range(folded, ascii_prefix))
+
+
+def _is_cased(text: str) -> bool:
+    return text.lower() != text.upper()
+
+
+def _like_pattern(text: str, wildcards: bool = True, any_non_ascii: bool = False) -> str:
+    special = {"\\": "\\\\", "%": "\\%", "_": "\\_"}
+    if wildcards:
+        special |= {"*": "%", "?": "_"}
+    return "".join("_" if any_non_ascii and not c.isascii() else special.get(c, c) for c in text)
+
+
+def _literal_prefix(pattern: str) -> str:
+    return "".join(itertools.takewhile(lambda c: c not in "*?", pattern))
+
+
+def _prefix_range(column: ColumnElement[str], prefix: str) -> list[ColumnElement[bool]]:
+    """value >= prefix AND value < the next prefix: an index range, as SQLite compares code points."""
+    if not prefix:
+        return []
+    following = ord(prefix[-1]) + 1
+    if following > 0x10FFFF:
+        return [column >= prefix]
+    if 0xD800 <= following <= 0xDFFF:  # surrogates are no characters
+        following = 0xE000
+    return [column >= prefix, column < prefix[:-1] + chr(following)]
+
+
+# -- tags of resources ---------------------------------------------------------------------------
+
+
+def requested_tags(
+    index: IndexTransaction, storage: StorageArea, found: list[Resource], tags: list[int]
+) -> dict[int, dict[int, str]]:
+    """The values of `tags` for resources of one level: computed tags, main tags of the level and of
+    its ancestors from the index, any other from the file of one instance. Absent tags are left out."""
+    if not found:
+        return {}
+    level = found[0].level
+    ids = [r.internal_id for r in found]
+    values = computed_tags(index, level, ids, [t for t in tags if is_computed(t, level)])
+    by_holder: dict[Level, list[int]] = {}
+    from_files = []
+    for tag in tags:
+        if is_computed(tag, level):
+            continue
+        holder = indexed_level(tag, level)
+        if holder is None:
+            from_files.append(tag)
+        else:
+            by_holder.setdefault(holder, []).append(tag)
+    for holder, holder_tags in by_holder.items():
+        ancestors = _ancestor_ids(index, found, holder)
+        stored = index.main_tags_of(sorted(set(ancestors.values())))
+        for internal_id, ancestor_id in ancestors.items():
+            values[internal_id].update({t: stored[ancestor_id][t] for t in holder_tags if t in stored[ancestor_id]})
+    if from_files:
+        for internal_id, read in file_tags(index, storage, level, ids, from_files).items():
+            values[internal_id].update(read)
+    return values
+
+
+def _ancestor_ids(index: IndexTransaction, found: list[Resource], level: Level) -> dict[int, int]:
+    """Internal ID of each resource -> that of its ancestor at `level` (or itself)."""
+    ancestors = {r.internal_id: r.internal_id for r in found}
+    for _ in range(found[0].level - level):
+        parents: dict[int, int] = {}
+        for chunk in _chunks(sorted(set(ancestors.values()))):
+            query = select(resources.c.internal_id, resources.c.parent_id).where(resources.c.internal_id.in_(chunk))
+            parents.update(index.connection.execute(query).tuples().all())
+        ancestors = {internal_id: parents[ancestor] for internal_id, ancestor in ancestors.items()}
+    return ancestors
+
+
+def file_tags(
+    index: IndexTransaction, storage: StorageArea, level: Level, internal_ids: list[int], tags: list[int]
+) -> dict[int, dict[int, str]]:
+    """Tags read from the DICOM file of the first instance of each resource (its own for instances)."""
+    instances = first_instances(index, level, internal_ids)
+    instance_ids = list(instances.values())
+    files = index.attachments_of(instance_ids, ContentType.DICOM)
+    offsets = index.metadata_values(instance_ids, MetadataType.PIXEL_DATA_OFFSET)
+    found: dict[int, dict[int, str]] = {}
+    for internal_id in internal_ids:
+        instance = instances.get(internal_id)
+        attachment = files.get(instance) if instance is not None else None
+        offset = offsets.get(instance, "") if instance is not None else ""
+        found[internal_id] = _read_tags(storage, attachment.info, offset, tags) if attachment else {}
+    return found
+
+
+def first_instances(index: IndexTransaction, level: Level, internal_ids: list[int]) -> dict[int, int]:
+    """Internal ID of each resource -> that of its first instance."""
+    if level == Level.INSTANCE:
+        return {i: i for i in internal_ids}
+    found: dict[int, int] = {}
+    for chunk in _chunks(internal_ids):
+        root, instance, query = descendants_query(level, Level.INSTANCE, chunk)
+        rows = index.connection.execute(query.add_columns(func.min(instance.c.internal_id)).group_by(root.c.internal_id))
+        found.update(rows.tuples().all())
+    return found
+
+
+def _read_tags(storage: StorageArea, info: FileInfo, pixel_data_offset: str, tags: list[int]) -> dict[int, str]:
+    """Only the head of the file is read when the pixel data offset is known."""
+    try:
+        if pixel_data_offset.isdigit():
+            data = storage.read_range(info, int(pixel_data_offset))
+        else:
+            data = storage.read(info)
+        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(tags), force=True)
+    except (IsengardError, InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
+        log.warning("Cannot read the tags of the stored file %s: %s", info.uuid, exc)
+        return {}
+    return {tag: text for tag in tags if (text := element_text(dataset, Tag(tag))) is not None}
+
+
+# -- lookup by identifier ----------------------------------------------------------------------
+
+
+def lookup_identifier(index: IndexTransaction, identifier: str) -> list[Resource]:
+    """Resources whose PatientID, StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is `identifier`,
+    by level. As Orthanc normalizes identifiers, the PatientID compares without case (UIDs have none)."""
+    sqlite = index.connection.dialect.name == "sqlite"
+    matches = []
+    for level, tag in IDENTIFIER_TAG.items():
+        constraint = Constraint(int(tag), Kind.EQUAL, (identifier,), case_sensitive=tag != PATIENT_ID)
+        condition, _ = value_condition(main_dicom_tags.c.value, constraint, sqlite, prefilter=False)
+        matches.append(and_(resources.c.resource_type == int(level), main_dicom_tags.c.tag == int(tag), condition))
+    query = (
+        select(resources)
+        .join(main_dicom_tags, main_dicom_tags.c.resource_id == resources.c.internal_id)
+        .where(or_(*matches))
+        .order_by(resources.c.resource_type, resources.c.internal_id)
+    )
+    return [_resource(row) for row in index.connection.execute(query)]
