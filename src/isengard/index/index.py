@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Connection, and_, bindparam, delete, event, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine, create_engine
@@ -24,6 +22,7 @@ from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError, unknown_resource
 from ..storage.area import CompressionType, FileInfo
 from . import schema
+from .schema import SCHEMA_REVISION
 from .enums import ChangeType, MetadataType
 from .schema import attached_files, changes, exported_resources, global_properties, labels, main_dicom_tags
 from .schema import resource_metadata, resources
@@ -114,11 +113,23 @@ class Index:
         self.migrate()
 
     def migrate(self) -> None:
+        """Bring the schema to SCHEMA_REVISION; Alembic (slow to import, 12 MiB) only loads when needed."""
+        if self._revision() == SCHEMA_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def _revision(self) -> str | None:
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     @contextmanager
     def write(self) -> Iterator["IndexTransaction"]:

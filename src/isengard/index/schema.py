@@ -16,6 +16,9 @@ from sqlalchemy import (
     func,
 )
 
+# The Alembic revision that builds this schema (the last one of migrations/versions).
+SCHEMA_REVISION = "0002"
+
 metadata = MetaData()
 
 # Integer primary keys: BigInteger on PostgreSQL, INTEGER (the rowid alias) on SQLite.
