@@ -7,16 +7,18 @@ changes the database. The same code serves SQLite (the default) and PostgreSQL.
 
 import logging
 import threading
+from functools import lru_cache
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Connection, and_, bindparam, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy import Connection, Table, and_, bindparam, delete, event, func, insert, inspect, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.engine import Dialect, Engine, create_engine
+from sqlalchemy.sql.expression import Executable
 
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError, unknown_resource
@@ -33,18 +35,34 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 # Statements of the ingest path, built once: SQLAlchemy then reuses their compiled form.
 LOOKUP = select(resources).where(resources.c.public_id == bindparam("public_id"))
-LOOKUP_MANY = select(resources).where(resources.c.public_id.in_(bindparam("public_ids", expanding=True)))
-INSERT_RESOURCE = insert(resources)
-INSERT_MAIN_TAGS = insert(main_dicom_tags)
-INSERT_ATTACHMENT = insert(attached_files)
-INSERT_CHANGE = insert(changes)
+# The four resources of an instance (the ingest path runs these on the driver's cursor, see _run).
+LOOKUP_CHAIN = select(resources).where(resources.c.public_id.in_([bindparam(f"id{level}") for level in range(4)]))
+
+
+def _insert(table: Table, *columns: str):  # type: ignore[no-untyped-def]
+    """An INSERT of these columns, with parameters of the same names (compiled once, see _run)."""
+    return insert(table).values({column: bindparam(column) for column in columns})
+
+
+INSERT_RESOURCE = _insert(resources, "resource_type", "public_id", "parent_id").returning(resources.c.internal_id)
+INSERT_MAIN_TAGS = _insert(main_dicom_tags, "resource_id", "tag", "value")
+INSERT_ATTACHMENT = _insert(attached_files, *(c.name for c in attached_files.columns))
+INSERT_CHANGE = _insert(changes, "change_type", "resource_type", "public_id", "date")
+
+
+@lru_cache(maxsize=None)
+def _driver_sql(statement: Executable, dialect: Dialect) -> str:
+    return str(statement.compile(dialect=dialect))
 
 
 def _upsert_metadata_statement(insert_factory):  # type: ignore[no-untyped-def]
-    statement = insert_factory(resource_metadata)
+    statement = insert_factory(resource_metadata).values(
+        {column: bindparam(column) for column in ("resource_id", "type", "value", "revision")}
+    )
     return statement.on_conflict_do_update(
         index_elements=["resource_id", "type"],
-        set_={"value": statement.excluded.value, "revision": resource_metadata.c.revision + 1},
+        # A literal 1: a bound one would need a value of its own in the driver's parameters.
+        set_={"value": statement.excluded.value, "revision": resource_metadata.c.revision + literal_column("1")},
     )
 
 
@@ -181,7 +199,8 @@ class _Checkpointer(threading.Thread):
 def _create_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, pool_size=8, max_overflow=16)
+    # Named parameters, as psycopg's, so that the ingest path hands the same dicts to both drivers.
+    engine = create_engine(url, pool_size=8, max_overflow=16, paramstyle="named")
 
     @event.listens_for(engine, "connect")
     def _configure_sqlite(dbapi_connection, _record):  # type: ignore[no-untyped-def]
@@ -362,7 +381,7 @@ class IndexTransaction:
         """Set (resource, metadata type) -> value in one statement."""
         if values:
             rows = [{"resource_id": r, "type": t, "value": v, "revision": 0} for (r, t), v in values.items()]
-            self.connection.execute(UPSERT_METADATA[self.connection.dialect.name], rows)
+            self._run(UPSERT_METADATA[self.connection.dialect.name], rows)
 
     def delete_metadata(self, internal_id: int, type_: int) -> bool:
         result = self.connection.execute(
@@ -467,7 +486,7 @@ class IndexTransaction:
         overwrite: bool,
     ) -> AddedInstance:
         """Index one instance and create its missing ancestors, in the caller's transaction."""
-        found = self._lookup_many(list(public_ids.values()))
+        found = self._lookup_chain(public_ids)
         existing = found.get(public_ids[Level.INSTANCE])
         replaced: list[str] = []
         if existing is not None:
@@ -497,16 +516,16 @@ class IndexTransaction:
             for tag, value in main_tags[level].items()
         ]
         if tag_rows:
-            self.connection.execute(INSERT_MAIN_TAGS, tag_rows)
+            self._run(INSERT_MAIN_TAGS, tag_rows)
         metadata = {(chain[level].internal_id, int(t)): v for level in created for t, v in resource_metadata_values.get(level, {}).items()}
         metadata.update({(instance_id, int(t)): v for t, v in instance_metadata.items()})
         metadata.update({(chain[level].internal_id, int(MetadataType.LAST_UPDATE)): date for level in Level})
         self._upsert_metadata(metadata)
         if files:
-            self.connection.execute(INSERT_ATTACHMENT, [_attachment_row(instance_id, info) for info in files])
+            self._run(INSERT_ATTACHMENT, [_attachment_row(instance_id, info) for info in files])
 
         logged = [Level.INSTANCE] + [level for level in (Level.SERIES, Level.STUDY, Level.PATIENT) if level in created]
-        self.connection.execute(
+        self._run(
             INSERT_CHANGE,
             [
                 {"change_type": NEW_RESOURCE_CHANGE[level].value, "resource_type": int(level), "public_id": public_ids[level], "date": date}
@@ -515,15 +534,26 @@ class IndexTransaction:
         )
         return AddedInstance(resources=chain, created=created, replaced_files=replaced)
 
-    def _lookup_many(self, public_ids: list[str]) -> dict[str, Resource]:
-        rows = self.connection.execute(LOOKUP_MANY, {"public_ids": public_ids})
-        return {row.public_id: _resource(row) for row in rows}
+    def _lookup_chain(self, public_ids: dict[Level, str]) -> dict[str, Resource]:
+        rows = self._run(LOOKUP_CHAIN, {f"id{level}": public_id for level, public_id in public_ids.items()})
+        return {public_id: Resource(i, Level(t), public_id, parent) for i, t, public_id, parent in rows.fetchall()}
 
     def _create_resource(self, level: Level, public_id: str, parent_id: int | None) -> Resource:
-        result = self.connection.execute(
-            INSERT_RESOURCE, {"resource_type": int(level), "public_id": public_id, "parent_id": parent_id}
-        )
-        return Resource(result.inserted_primary_key[0], level, public_id, parent_id)
+        values = {"resource_type": int(level), "public_id": public_id, "parent_id": parent_id}
+        internal_id = self._run(INSERT_RESOURCE, values).fetchone()[0]
+        return Resource(internal_id, level, public_id, parent_id)
+
+    def _run(self, statement: Executable, parameters: dict | list[dict]):  # type: ignore[no-untyped-def]
+        """Execute a statement of the ingest path on the driver's cursor, in this transaction:
+        its SQL is compiled once per dialect, and SQLAlchemy's per-call work (about a third
+        of the cost of indexing an instance) is spared."""
+        cursor = self.connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        sql = _driver_sql(statement, self.connection.dialect)
+        if isinstance(parameters, list):
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        return cursor
 
     # -- deletion ------------------------------------------------------------------
 
