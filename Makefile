@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := dcmtk orthanc
+DEBIAN_PACKAGES := dcmtk orthanc postgresql
 
 .PHONY: run test bench system-packages clean
 
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/isengard $(CONFIG)
 
-# DCMTK and Orthanc 1.10.1 are the real peers of the tests (differential tests compare with Orthanc).
+# DCMTK and Orthanc 1.10.1 are the real peers of the tests (differential tests compare with Orthanc);
+# PostgreSQL runs the index tests on the scale-out database.
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -664,17 +664,15 @@ class IndexTransaction:
         )
         if content_type is not None:
             query = query.where(attached_files.c.content_type == int(content_type))
-        if internal_ids is None:
-            return tuple(self.connection.execute(query).one())  # type: ignore[return-value]
+        queries = [query] if internal_ids is None else [
+            query.where(attached_files.c.resource_id.in_(chunk)) for chunk in _chunks(internal_ids)
+        ]
         compressed = uncompressed = 0
-        for chunk in _chunks(internal_ids):
-            c, u = self.connection.execute(query.where(attached_files.c.resource_id.in_(chunk))).one()
-            compressed += c
-            uncompressed += u
+        for chunk_query in queries:
+            c, u = self.connection.execute(chunk_query).one()
+            compressed += int(c)  # PostgreSQL sums big integers into decimals
+            uncompressed += int(u)
         return compressed, uncompressed
-
-    def all_attachment_uuids(self) -> set[str]:
-        return set(self.connection.execute(select(attached_files.c.uuid)).scalars())
 
 
 def _attachment_row(internal_id: int, info: FileInfo) -> dict:
