@@ -97,7 +97,7 @@ class IngestPipeline:
                 main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
                 files=[file_info],
                 instance_metadata=_instance_metadata(instance, origin),
-                resource_metadata_values=SIGNATURES,
+                resource_metadata_values=_resource_metadata(instance),
                 overwrite=self.overwrite,
             )
         if added.already_stored:
@@ -115,7 +115,17 @@ class IngestPipeline:
                 self.events.publish(Event(NEW_RESOURCE_CHANGE[level], level, public_ids[level], details))
 
 
+def _resource_metadata(instance: ParsedInstance) -> dict[Level, dict[int, str]]:
+    """The metadata of the resources an instance creates: the series also records how many
+    instances it announces (computed once, from its first instance, as Orthanc)."""
+    expected = instance.expected_number_of_instances
+    if expected is None:
+        return SIGNATURES
+    return {**SIGNATURES, Level.SERIES: {**SIGNATURES[Level.SERIES], MetadataType.EXPECTED_NUMBER_OF_INSTANCES: str(expected)}}
+
+
 def _instance_metadata(instance: ParsedInstance, origin: Origin) -> dict[int, str]:
+    """As Orthanc: the called AET is recorded for the DICOM protocol, the HTTP user for the REST API."""
     index_in_series = instance.index_in_series
     pixel_data_offset = instance.pixel_data_offset
     return {
@@ -123,10 +133,10 @@ def _instance_metadata(instance: ParsedInstance, origin: Origin) -> dict[int, st
         MetadataType.ORIGIN: origin.source,
         MetadataType.REMOTE_AET: origin.remote_aet,
         MetadataType.REMOTE_IP: origin.remote_ip,
-        MetadataType.CALLED_AET: origin.called_aet,
-        MetadataType.HTTP_USERNAME: origin.http_username,
+        **({MetadataType.CALLED_AET: origin.called_aet} if origin.source == "DicomProtocol" else {}),
+        **({MetadataType.HTTP_USERNAME: origin.http_username} if origin.source == "RestApi" else {}),
         MetadataType.TRANSFER_SYNTAX: instance.transfer_syntax,
-        MetadataType.SOP_CLASS_UID: instance.sop_class_uid,
+        **({MetadataType.SOP_CLASS_UID: instance.sop_class_uid} if instance.sop_class_uid is not None else {}),
         **({MetadataType.INDEX_IN_SERIES: index_in_series} if index_in_series is not None else {}),
         **({MetadataType.PIXEL_DATA_OFFSET: str(pixel_data_offset)} if pixel_data_offset is not None else {}),
     }

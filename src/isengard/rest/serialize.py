@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ..dicom.levels import Level
+from ..dicom.parse import int32, parse_integer
 from ..dicom.tags import OWN_MAIN_DICOM_TAGS, PATIENT_TAGS, format_tag, tag_name
 from ..index import IndexTransaction, MetadataType, Resource
 from ..storage import ContentType
@@ -96,12 +97,11 @@ def resources_json(
 
 def _level_fields(index: IndexTransaction, level: Level, ids: list[int]) -> dict[int, dict]:
     if level == Level.SERIES:
-        expected = index.metadata_values(ids, MetadataType.EXPECTED_NUMBER_OF_INSTANCES)
+        expected = {i: _position(text) for i, text in index.metadata_values(ids, MetadataType.EXPECTED_NUMBER_OF_INSTANCES).items()}
+        counted = [i for i in ids if expected.get(i) is not None]
+        positions = index.children_metadata_values(counted, MetadataType.INDEX_IN_SERIES) if counted else {}
         return {
-            i: {
-                "ExpectedNumberOfInstances": int(expected[i]) if i in expected else None,
-                "Status": "Unknown",
-            }
+            i: {"ExpectedNumberOfInstances": expected.get(i), "Status": series_status(expected.get(i), positions.get(i, []))}
             for i in ids
         }
     if level == Level.INSTANCE:
@@ -109,11 +109,33 @@ def _level_fields(index: IndexTransaction, level: Level, ids: list[int]) -> dict
         fields = {}
         for i in ids:
             attachment = index.attachment(i, ContentType.DICOM)
-            position = index_in_series.get(i, "")
             fields[i] = {
                 "FileSize": attachment.info.uncompressed_size if attachment else 0,
                 "FileUuid": attachment.info.uuid if attachment else "",
-                "IndexInSeries": int(position) if position.isdigit() else None,
+                "IndexInSeries": _position(index_in_series.get(i)),
             }
         return fields
     return {}
+
+
+def _position(text: str | None) -> int | None:
+    number = parse_integer(text)
+    return None if number is None else int32(number)
+
+
+def series_status(expected: int | None, positions: list[str | None]) -> str:
+    """Whether a series has all its announced instances, judged on their IndexInSeries (in the
+    order they arrived, the first anomaly decides); instances without one are not counted."""
+    if expected is None:
+        return "Unknown"
+    seen: set[int] = set()
+    for text in positions:
+        if text is None:
+            continue
+        position = _position(text)
+        if position is None:
+            return "Unknown"
+        if not 1 <= position <= expected or position in seen:
+            return "Inconsistent"
+        seen.add(position)
+    return "Complete" if len(seen) == expected else "Missing"
