@@ -519,7 +519,8 @@ class IndexTransaction:
             self._run(INSERT_MAIN_TAGS, tag_rows)
         metadata = {(chain[level].internal_id, int(t)): v for level in created for t, v in resource_metadata_values.get(level, {}).items()}
         metadata.update({(instance_id, int(t)): v for t, v in instance_metadata.items()})
-        metadata.update({(chain[level].internal_id, int(MetadataType.LAST_UPDATE)): date for level in Level})
+        # Instances have no LastUpdate: it tells when a patient, study or series last received one.
+        metadata.update({(chain[level].internal_id, int(MetadataType.LAST_UPDATE)): date for level in Level if level != Level.INSTANCE})
         self._upsert_metadata(metadata)
         if files:
             self._run(INSERT_ATTACHMENT, [_attachment_row(instance_id, info) for info in files])
