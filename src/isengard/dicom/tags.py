@@ -5,6 +5,8 @@ level also keeps a copy of the patient tags, so that a study can be found by
 patient attributes without a join.
 """
 
+from functools import lru_cache
+
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
@@ -113,8 +115,10 @@ def format_tag(tag: int) -> str:
     return f"{tag >> 16:04x},{tag & 0xFFFF:04x}"
 
 
+@lru_cache(maxsize=4096)
 def tag_name(tag: int) -> str:
-    """The keyword of a tag, or its 'gggg,eeee' form when the dictionary does not know it."""
+    """The keyword of a tag, or its 'gggg,eeee' form when the dictionary does not know it.
+    (Cached: pydicom's look-up is slow, and JSON answers name the same few tags over and over.)"""
     return keyword_for_tag(tag) or format_tag(tag)
 
 

@@ -5,7 +5,7 @@ of studies stays fast.
 """
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from ..dicom.levels import Level
 from ..dicom.parse import int32, parse_integer
@@ -47,13 +47,10 @@ def _flag(query, name: str) -> bool:  # type: ignore[no-untyped-def]
     return query[name].lower() not in ("false", "0")
 
 
-def is_stable(last_update: str, stable_age: int) -> bool:
-    """A resource is stable once it has received nothing for StableAge seconds."""
-    try:
-        updated = datetime.strptime(last_update, "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return True
-    return (datetime.now(timezone.utc) - updated).total_seconds() >= stable_age
+def stable_before(stable_age: int) -> str:
+    """Resources last updated at or before this time are stable (nothing new for StableAge
+    seconds); LastUpdate dates compare as strings, being all written as 20240131T235959."""
+    return (datetime.now(timezone.utc) - timedelta(seconds=stable_age)).strftime("%Y%m%dT%H%M%S")
 
 
 def resource_json(index: IndexTransaction, resource: Resource, fmt: TagFormat = TagFormat(), stable_age: int = 60) -> dict:
@@ -73,6 +70,7 @@ def resources_json(
     parents = index.public_ids([r.parent_id for r in found if r.parent_id is not None])
     children = index.children_public_ids(ids) if level != Level.INSTANCE else {}
     last_updates = index.metadata_values(ids, MetadataType.LAST_UPDATE)
+    stable_since = stable_before(stable_age)
     extra = _level_fields(index, level, ids)
 
     answers = []
@@ -88,7 +86,7 @@ def resources_json(
             answer[CHILDREN_KEY[level]] = children[resource.internal_id]
         if level != Level.INSTANCE:
             answer["LastUpdate"] = last_updates.get(resource.internal_id, "")
-            answer["IsStable"] = is_stable(answer["LastUpdate"], stable_age)
+            answer["IsStable"] = answer["LastUpdate"] <= stable_since
         answer["Labels"] = labels[resource.internal_id]
         answer.update(extra.get(resource.internal_id, {}))
         answers.append(answer)
