@@ -172,3 +172,17 @@ def test_remote_access_refused_unless_allowed(tmp_path):
         # An address of the TEST-NET range: nothing is sent on the network, the call stays in-process.
         assert _call(app, "192.0.2.10") == remote_status
         isengard.close()
+
+
+def test_requested_tags_on_listings_and_resources(loaded):
+    server, answers = loaded
+    study = answers[0]["ParentStudy"]
+    expanded = server.client.get("/studies?expand&requestedTags=ModalitiesInStudy;NumberOfStudyRelatedInstances;PatientName").json()
+    mine = next(s for s in expanded if s["ID"] == study)
+    assert mine["RequestedTags"] == {"ModalitiesInStudy": "MR", "NumberOfStudyRelatedInstances": "3", "PatientName": "BRAINIX"}
+    one = server.client.get(f"/studies/{study}?requested-tags=0008,1030&short").json()
+    assert one["RequestedTags"] == {"0008,1030": "IRM cérébrale, neuro-crâne"}
+    # A tag that is not indexed is read from a stored file.
+    series = server.client.get(f"/studies/{study}/series?requestedTags=RepetitionTime").json()
+    assert "RepetitionTime" in series[0]["RequestedTags"]
+    assert server.client.get("/studies?expand&requestedTags=NotATag").status_code == 400

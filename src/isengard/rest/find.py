@@ -18,11 +18,11 @@ from ..dicom.levels import Level
 from ..dicom.tags import parse_tag
 from ..errors import ErrorCode, IsengardError, bad_request
 from ..index.find import Constraint, FindQuery, LabelsConstraint, OrderKey, find, lookup_identifier
-from ..index.find import parse_constraint, requested_tags
+from ..index.find import parse_constraint
 from ..server import Isengard
 from .metadata import metadata_names, valid_label
 from .responses import json, parse_json_body, server
-from .serialize import TagFormat, resources_json
+from .serialize import TagFormat, expand
 
 ORDER_TYPES = {"DicomTag": False, "Metadata": True}
 ORDER_DIRECTIONS = {"ASC": False, "DESC": True}
@@ -188,12 +188,7 @@ def run_find(isengard: Isengard, body: bytes) -> list:
         found = find(index, isengard.storage, query, cap)
         if not request.expand:
             return [resource.public_id for resource in found]
-        answers = resources_json(index, found, request.tag_format, config.raw.get("StableAge", 60))
-        if request.requested_tags:
-            values = requested_tags(index, isengard.storage, found, request.requested_tags)
-            for answer, resource in zip(answers, found):
-                answer["RequestedTags"] = request.tag_format.tags(values[resource.internal_id])
-    return answers
+        return expand(isengard, index, found, request.tag_format, request.requested_tags)
 
 
 async def post_find(request: Request) -> Response:

@@ -5,10 +5,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..dicom.levels import Level
-from ..index import Resource
+from ..dicom.tags import parse_tag
+from ..errors import ErrorCode, IsengardError
+from ..index import IndexTransaction, Resource
 from ..storage import ContentType
 from .responses import json, query_flag, query_int, server
-from .serialize import TagFormat, resource_json, resources_json
+from .serialize import TagFormat, expand
 
 
 def _level(request: Request) -> Level:
@@ -19,23 +21,35 @@ def _get(request: Request) -> tuple[Level, str]:
     return _level(request), request.path_params["id"]
 
 
+def requested_tags(request: Request) -> list[int]:
+    """`?requestedTags=PatientName;0008,0060` (or `requested-tags`): tags added to expanded answers."""
+    names = request.query_params.get("requestedTags") or request.query_params.get("requested-tags") or ""
+    try:
+        return [int(parse_tag(name)) for name in names.split(";") if name.strip()]
+    except ValueError as exc:
+        raise IsengardError(ErrorCode.UNKNOWN_DICOM_TAG, str(exc), http_status=400) from None
+
+
+def _expand(request: Request, index: IndexTransaction, found: list[Resource]) -> list[dict]:
+    fmt = TagFormat.from_query(request.query_params)
+    return expand(server(request), index, found, fmt, requested_tags(request))
+
+
 def list_resources(request: Request) -> Response:
     level = _level(request)
     since = query_int(request, "since")
     limit = query_int(request, "limit")
-    isengard = server(request)
-    with isengard.index.read() as index:
+    with server(request).index.read() as index:
         found = index.list_resources(level, since, limit)
         if query_flag(request, "expand"):
-            return json(resources_json(index, found, TagFormat.from_query(request.query_params)))
+            return json(_expand(request, index, found))
     return json([r.public_id for r in found])
 
 
 def get_resource(request: Request) -> Response:
     level, public_id = _get(request)
     with server(request).index.read() as index:
-        resource = index.get(public_id, level)
-        return json(resource_json(index, resource, TagFormat.from_query(request.query_params)))
+        return json(_expand(request, index, [index.get(public_id, level)])[0])
 
 
 def delete_resource(request: Request) -> Response:
@@ -56,15 +70,14 @@ def _navigate(target: Level):  # type: ignore[no-untyped-def]
 
     def endpoint(request: Request) -> Response:
         level, public_id = _get(request)
-        fmt = TagFormat.from_query(request.query_params)
         with server(request).index.read() as index:
             resource = index.get(public_id, level)
             if target < level:
-                return json(resource_json(index, index.ancestor(resource, target), fmt))
+                return json(_expand(request, index, [index.ancestor(resource, target)])[0])
             descendants = index.descendants(resource, target)
             if request.query_params.get("expand", "true").lower() == "false":
                 return json([r.public_id for r in descendants])
-            return json(resources_json(index, descendants, fmt))
+            return json(_expand(request, index, descendants))
 
     return endpoint
 

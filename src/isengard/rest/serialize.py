@@ -5,14 +5,19 @@ of studies stays fast.
 """
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 
 from ..dicom.levels import Level
 from ..dicom.parse import int32, parse_integer
 from ..dicom.tags import OWN_MAIN_DICOM_TAGS, PATIENT_TAGS, format_tag, tag_name
 from ..index import IndexTransaction, MetadataType, Resource
+from ..index.find import requested_tags
 from ..storage import ContentType
 from pydicom.datadict import tag_for_keyword
+
+if TYPE_CHECKING:
+    from ..server import Isengard
 
 PATIENT_TAG_NUMBERS = frozenset(tag_for_keyword(k) for k in PATIENT_TAGS)
 OWN_TAG_NUMBERS = {level: frozenset(int(t) for t in tags) for level, tags in OWN_MAIN_DICOM_TAGS.items()}
@@ -51,10 +56,6 @@ def stable_before(stable_age: int) -> str:
     """Resources last updated at or before this time are stable (nothing new for StableAge
     seconds); LastUpdate dates compare as strings, being all written as 20240131T235959."""
     return (datetime.now(timezone.utc) - timedelta(seconds=stable_age)).strftime("%Y%m%dT%H%M%S")
-
-
-def resource_json(index: IndexTransaction, resource: Resource, fmt: TagFormat = TagFormat(), stable_age: int = 60) -> dict:
-    return resources_json(index, [resource], fmt, stable_age)[0]
 
 
 def resources_json(
@@ -137,3 +138,16 @@ def series_status(expected: int | None, positions: list[str | None]) -> str:
             return "Inconsistent"
         seen.add(position)
     return "Complete" if len(seen) == expected else "Missing"
+
+
+def expand(
+    isengard: "Isengard", index: IndexTransaction, found: list[Resource], fmt: TagFormat, requested: list[int] = ()
+) -> list[dict]:
+    """The answers of `?expand` and of `"Expand": true`: the resources' JSON with the server's
+    StableAge, and their "RequestedTags" when some are requested."""
+    answers = resources_json(index, found, fmt, isengard.config.raw.get("StableAge", 60))
+    if requested:
+        values = requested_tags(index, isengard.storage, found, list(requested))
+        for answer, resource in zip(answers, found):
+            answer["RequestedTags"] = fmt.tags(values[resource.internal_id])
+    return answers
