@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import free_port, orthanc_binary
+from conftest import free_port, orthanc_binary, stop_process
 
 
 class OrthancProcess:
@@ -60,13 +60,7 @@ class OrthancProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.client.close()
 
 
