@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -67,3 +68,14 @@ def test_environment_overrides_are_type_checked(tmp_path):
     env = {**os.environ, "ISENGARD__HttpPort": "notaport"}
     result = subprocess.run(ISENGARD, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
     assert result.returncode == 2 and "HttpPort" in result.stderr
+
+
+def test_relative_folders_start_from_the_configuration_file(tmp_path):
+    from isengard.config import load_configuration
+
+    (tmp_path / "conf").mkdir()
+    path = tmp_path / "conf" / "isengard.json"
+    path.write_text('{ "StorageDirectory": "images", "IndexDirectory": "/absolute/index" }')
+    config = load_configuration(path)
+    assert config.storage_directory == tmp_path / "conf" / "images"
+    assert config.index_directory == Path("/absolute/index")

@@ -156,8 +156,11 @@ def _port(option: str, value: int) -> int:
     return value
 
 
+FOLDER_OPTIONS = ("StorageDirectory", "IndexDirectory")
+
+
 def _path(option: str, value: str) -> Path:
-    return Path(value).absolute()  # relative to the working directory at start-up
+    return Path(value).absolute()  # the default, or an environment override: from the working directory
 
 
 def _aet(option: str, value: str) -> str:
@@ -233,7 +236,7 @@ class Option:
 OPTIONS: tuple[Option, ...] = (
     Option("Name", "Orthanc", "Name of this server, shown by /system."),
     Option("StorageDirectory", "isengard-db", "Folder of the stored DICOM files. A relative path is taken from "
-           "the working directory. On Windows, write / or \\\\ instead of \\.", _path),
+           "the folder of this file. On Windows, write / or \\\\ instead of \\.", _path),
     Option("IndexDirectory", None, "Folder of the SQLite index (index.db); it is the storage folder when unset.",
            _path, "isengard-db"),
     Option("DatabaseUrl", None, "Isengard only: SQLAlchemy URL of the index database (PostgreSQL for instance), "
@@ -342,8 +345,18 @@ def load_configuration(path: str | Path | None) -> Configuration:
     for key in [key for key in raw if key not in KNOWN_OPTIONS]:
         log.warning('Unknown configuration option "%s" in %s; ignored', key, path)
         del raw[key]
+    if path is not None:
+        _anchor_folders(raw, Path(path) if Path(path).is_dir() else Path(path).parent)
     raw.update(environment_overrides(os.environ))
     return Configuration.from_raw(raw)
+
+
+def _anchor_folders(raw: dict[str, Any], base: Path) -> None:
+    """As Orthanc, relative folders of a configuration file start from the file's own folder."""
+    for option in FOLDER_OPTIONS:
+        value = raw.get(option)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            raw[option] = str(base / value)
 
 
 # --- Default configuration file ---------------------------------------------------------------------------------
