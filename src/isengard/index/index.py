@@ -130,6 +130,8 @@ class Index:
         # SQLite allows one writer at a time: writers queue here rather than on SQLITE_BUSY.
         self._write_lock = threading.Lock() if sqlite else None
         self.migrate()
+        # ...and they share one connection, which spares a pool check-out per transaction.
+        self._writer = self.engine.connect() if sqlite else None
         self._checkpointer = _Checkpointer(self.engine) if sqlite else None
 
     def migrate(self) -> None:
@@ -157,8 +159,8 @@ class Index:
             with self.engine.begin() as connection:
                 yield IndexTransaction(connection)
             return
-        with self._write_lock, self.engine.begin() as connection:
-            yield IndexTransaction(connection)
+        with self._write_lock, self._writer.begin():  # type: ignore[union-attr]
+            yield IndexTransaction(self._writer)  # type: ignore[arg-type]
 
     @contextmanager
     def read(self) -> Iterator["IndexTransaction"]:
@@ -168,6 +170,8 @@ class Index:
     def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.stop()
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
 
 
