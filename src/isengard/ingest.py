@@ -72,8 +72,8 @@ class IngestPipeline:
         self.filters: list[InstanceFilter] = []
 
     def store(self, data: bytes, origin: Origin) -> StoreResult:
-        # The file is written first, so that its fsync runs while the instance is parsed;
-        # it is discarded if the instance is refused, or is not indexed for any reason.
+        # The file is written first, so that its fsync runs while the instance is parsed and
+        # indexed; it is discarded if the instance is refused, or is not indexed for any reason.
         pending = self.storage.create_in_background(data, ContentType.DICOM)
         try:
             result = self._parse_and_index(data, origin, pending)
@@ -90,16 +90,17 @@ class IngestPipeline:
         if not all(accept(instance, origin) for accept in self.filters):
             return StoreResult(StoreStatus.FILTERED_OUT, public_ids)
 
-        file_info = pending.wait()  # on disk before the index names it
         with self.index.write() as index:
             added = index.add_instance(
                 public_ids=public_ids,
                 main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
-                files=[file_info],
+                files=[pending.info],
                 instance_metadata=_instance_metadata(instance, origin),
                 resource_metadata_values=_resource_metadata(instance),
                 overwrite=self.overwrite,
             )
+            if not added.already_stored:
+                pending.wait()  # the file is complete on disk before the commit names it
         if added.already_stored:
             return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
         for replaced in added.replaced_files:
