@@ -153,6 +153,11 @@ class Index:
                 return None
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
+    @property
+    def writer_busy(self) -> bool:
+        """Whether a write transaction is under way (a caller that must not block can go elsewhere)."""
+        return self._write_lock is not None and self._write_lock.locked()
+
     @contextmanager
     def write(self) -> Iterator["IndexTransaction"]:
         if self._write_lock is None:

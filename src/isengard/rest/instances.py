@@ -17,7 +17,8 @@ from .responses import json, server
 ZIP_MAGIC = b"PK\x03\x04"
 # Files up to this size are stored on the event loop's thread: handing them to a worker thread
 # costs more than their ingest (measured: 278 instead of 193 instances/s for 9 KB CT slices).
-# Larger files and archives go to a worker, so that they never hold other requests for long.
+# Larger files and archives go to a worker, so that they never hold other requests for long, and
+# so do small ones while another write (a large deletion, say) holds the index.
 INLINE_STORE_LIMIT = 256 * 1024
 
 
@@ -53,7 +54,8 @@ async def post_instances(request: Request) -> Response:
         flat = [a for answer in answers for a in (answer if isinstance(answer, list) else [answer])]
         return json(flat[0] if len(flat) == 1 else flat)
     body = await request.body()
-    if len(body) <= INLINE_STORE_LIMIT and not body.startswith(ZIP_MAGIC):
+    inline = len(body) <= INLINE_STORE_LIMIT and not body.startswith(ZIP_MAGIC)
+    if inline and not isengard.index.writer_busy:  # never wait for a long write on the event loop
         return json(_store_any(isengard, body, origin))
     return json(await run_in_threadpool(_store_any, isengard, body, origin))
 
