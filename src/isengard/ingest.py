@@ -78,10 +78,10 @@ class IngestPipeline:
         try:
             result = self._parse_and_index(data, origin, pending)
         except BaseException:
-            self.storage.discard(pending)
+            pending.discard()
             raise
         if result.status != StoreStatus.SUCCESS:
-            self.storage.discard(pending)
+            pending.discard()
         return result
 
     def _parse_and_index(self, data: bytes, origin: Origin, pending: PendingFile) -> StoreResult:

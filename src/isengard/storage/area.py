@@ -13,7 +13,6 @@ import os
 import struct
 import uuid
 import zlib
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
@@ -55,19 +54,36 @@ class FileInfo:
 
 
 class PendingFile:
-    """A file being written in the background: `wait()` before the index may name it."""
+    """A file written under a temporary name, whose fsync may still be running in the background.
+    `wait()` puts it in place once it is on disk: only then may the index name it."""
 
-    def __init__(self, info: FileInfo, written: Future):
+    def __init__(self, info: FileInfo, path: Path, synced: Future | None):
         self.info = info
-        self._written = written
+        self._path = path
+        self._temporary = _temporary(path)
+        self._synced = synced
+        self._placed = False
 
     def wait(self) -> FileInfo:
-        self._written.result()
+        if not self._placed:
+            try:
+                if self._synced is not None:
+                    self._synced.result()
+                os.replace(self._temporary, self._path)
+            except OSError as exc:
+                self._temporary.unlink(missing_ok=True)
+                raise _write_error(self._path, exc) from exc
+            self._placed = True
         return self.info
 
-    def when_written(self, action: Callable[[], None]) -> None:
-        """Run `action` once the write is over, unless it failed (and so left nothing)."""
-        self._written.add_done_callback(lambda written: written.exception() is None and action())
+    def discard(self) -> None:
+        """Forget the file: it will not be indexed. Does not wait for a running fsync."""
+        if self._placed:
+            self._path.unlink(missing_ok=True)
+        elif self._synced is None:
+            self._temporary.unlink(missing_ok=True)
+        else:
+            self._synced.add_done_callback(lambda _: self._temporary.unlink(missing_ok=True))
 
 
 class StorageArea:
@@ -84,17 +100,40 @@ class StorageArea:
     def create(self, data: bytes, content_type: int, compress: bool | None = None) -> FileInfo:
         """Store `data` under a new UUID and describe it; atomic on a crash."""
         info, stored = self._describe(data, content_type, compress)
-        self._write_atomically(self.path(info.uuid), stored)
-        return info
+        return self._write(info, stored, background=False).wait()
 
     def create_in_background(self, data: bytes, content_type: int) -> PendingFile:
-        """As `create`, but the write (and its fsync, milliseconds long) overlaps the caller's work."""
+        """As `create`, but the fsync (the slow part of a write) runs while the caller goes on."""
         info, stored = self._describe(data, content_type, None)
-        return PendingFile(info, self._writers.submit(self._write_atomically, self.path(info.uuid), stored))
+        return self._write(info, stored, background=True)
 
-    def discard(self, pending: PendingFile) -> None:
-        """Remove a file that will not be indexed, once its write is over (without waiting for it)."""
-        pending.when_written(lambda: self.remove(pending.info.uuid))
+    def _write(self, info: FileInfo, stored: bytes, background: bool) -> PendingFile:
+        """Write under a temporary name. Only the fsync goes to a worker thread: a thread doing
+        more (Python code between system calls) waits for the GIL behind the caller's work."""
+        path = self.path(info.uuid)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(_temporary(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise _write_error(path, exc) from exc
+        try:
+            _write_all(fd, stored)
+        except OSError as exc:
+            os.close(fd)
+            _temporary(path).unlink(missing_ok=True)
+            raise _write_error(path, exc) from exc
+        if not self.sync:
+            os.close(fd)
+            return PendingFile(info, path, None)
+        if background:
+            return PendingFile(info, path, self._writers.submit(_sync_and_close, fd))
+        synced: Future = Future()
+        try:
+            _sync_and_close(fd)
+            synced.set_result(None)
+        except OSError as exc:
+            synced.set_exception(exc)
+        return PendingFile(info, path, synced)
 
     def _describe(self, data: bytes, content_type: int, compress: bool | None) -> tuple[FileInfo, bytes]:
         compress = self.compress if compress is None else compress
@@ -149,20 +188,27 @@ class StorageArea:
             count += 1
         return count
 
-    def _write_atomically(self, path: Path, data: bytes) -> None:
-        temporary = path.with_name(path.name + TEMPORARY_SUFFIX)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as f:
-                f.write(data)
-                if self.sync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(temporary, path)
-        except OSError as exc:
-            temporary.unlink(missing_ok=True)
-            code = ErrorCode.FULL_STORAGE if exc.errno == 28 else ErrorCode.CANNOT_WRITE_FILE
-            raise IsengardError(code, f"Cannot write {path}: {exc.strerror}") from exc
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + TEMPORARY_SUFFIX)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: Path, exc: OSError) -> IsengardError:
+    code = ErrorCode.FULL_STORAGE if exc.errno == 28 else ErrorCode.CANNOT_WRITE_FILE
+    return IsengardError(code, f"Cannot write {path}: {exc.strerror}")
 
 
 def compress_data(data: bytes) -> bytes:
