@@ -5,7 +5,6 @@ import time
 from datetime import datetime, timezone
 
 import httpx
-import pytest
 from pydicom.uid import UID
 
 from conftest import running_isengard, sample

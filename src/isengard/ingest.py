@@ -93,7 +93,7 @@ class IngestPipeline:
         with self.index.write() as index:
             added = index.add_instance(
                 public_ids=public_ids,
-                main_tags={level: {int(t): v for t, v in tags.items()} for level, tags in instance.main_tags.items()},
+                main_tags=instance.main_tags,
                 files=[pending.info],
                 instance_metadata=_instance_metadata(instance, origin),
                 resource_metadata_values=_resource_metadata(instance),

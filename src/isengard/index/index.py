@@ -329,14 +329,6 @@ class IndexTransaction:
                 found[resource_id][tag] = value
         return found
 
-    def set_main_tags(self, internal_id: int, tags: dict[int, str]) -> None:
-        self.connection.execute(delete(main_dicom_tags).where(main_dicom_tags.c.resource_id == internal_id))
-        if tags:
-            self.connection.execute(
-                insert(main_dicom_tags),
-                [{"resource_id": internal_id, "tag": int(t), "value": v} for t, v in tags.items()],
-            )
-
     # -- metadata ----------------------------------------------------------------
 
     def metadata(self, internal_id: int) -> dict[int, tuple[str, int]]:

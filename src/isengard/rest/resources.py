@@ -31,7 +31,7 @@ def requested_tags(request: Request) -> list[int]:
 
 
 def _expand(request: Request, index: IndexTransaction, found: list[Resource]) -> list[dict]:
-    fmt = TagFormat.from_query(request.query_params)
+    fmt = TagFormat(full=query_flag(request, "full"), short=query_flag(request, "short"))
     return expand(server(request), index, found, fmt, requested_tags(request))
 
 

@@ -32,10 +32,6 @@ class TagFormat:
     full: bool = False
     short: bool = False
 
-    @classmethod
-    def from_query(cls, query) -> "TagFormat":  # type: ignore[no-untyped-def]
-        return cls(full=_flag(query, "full"), short=_flag(query, "short"))
-
     def tags(self, tags: dict[int, str]) -> dict:
         ordered = sorted(tags.items())
         if self.full:
@@ -43,13 +39,6 @@ class TagFormat:
         if self.short:
             return {format_tag(t): v for t, v in ordered}
         return {tag_name(t): v for t, v in ordered}
-
-
-def _flag(query, name: str) -> bool:  # type: ignore[no-untyped-def]
-    """Orthanc's boolean query arguments: present, empty or 'true' mean true."""
-    if name not in query:
-        return False
-    return query[name].lower() not in ("false", "0")
 
 
 def stable_before(stable_age: int) -> str:

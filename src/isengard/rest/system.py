@@ -6,6 +6,7 @@ from starlette.routing import Route
 
 from .. import ORTHANC_API_VERSION, ORTHANC_VERSION, __version__
 from ..dicom.levels import Level
+from ..server import Isengard
 from .responses import empty_json, json, query_int, server
 
 DATABASE_VERSION = 6  # the Orthanc database schema version whose content the index holds
@@ -37,10 +38,14 @@ def system(request: Request) -> Response:
     )
 
 
+def totals(isengard: Isengard) -> tuple[dict[Level, int], int, int]:
+    """Resources per level, and the disk and uncompressed sizes of all attachments."""
+    with isengard.index.read() as index:
+        return {level: index.count(level) for level in Level}, *index.sizes()
+
+
 def statistics(request: Request) -> Response:
-    with server(request).index.read() as index:
-        counts = {level: index.count(level) for level in Level}
-        disk, uncompressed = index.sizes()
+    counts, disk, uncompressed = totals(server(request))
     return json(
         {
             "CountPatients": counts[Level.PATIENT],

@@ -102,16 +102,16 @@ def _raw_value(dataset: Dataset, tag) -> Dataset | list | bytes:  # type: ignore
     return value if isinstance(value, bytes) else str(value).encode("utf-8")
 
 
-def _instances_of(isengard: Isengard, request: Request) -> tuple[Level, list[str]]:
+def _instances_of(isengard: Isengard, request: Request) -> list[str]:
     level = Level.parse(request.url.path.split("/")[1])
     with isengard.index.read() as index:
         resource = index.get(request.path_params["id"], level)
-        return level, [r.public_id for r in index.descendants(resource, Level.INSTANCE)]
+        return [r.public_id for r in index.descendants(resource, Level.INSTANCE)]
 
 
 def instances_tags(request: Request) -> Response:
     isengard = server(request)
-    _, instance_ids = _instances_of(isengard, request)
+    instance_ids = _instances_of(isengard, request)
     mode = _mode(request)
     return json({i: _json(isengard, read_dataset(isengard, i), mode) for i in instance_ids})
 
@@ -119,7 +119,7 @@ def instances_tags(request: Request) -> Response:
 def shared_tags(request: Request) -> Response:
     """The tags whose value is the same in every instance of the resource."""
     isengard = server(request)
-    _, instance_ids = _instances_of(isengard, request)
+    instance_ids = _instances_of(isengard, request)
     mode = _mode(request)
     shared: dict | None = None
     for instance_id in instance_ids:
@@ -134,7 +134,7 @@ def _module(level: Level):  # type: ignore[no-untyped-def]
 
     def endpoint(request: Request) -> Response:
         isengard = server(request)
-        _, instance_ids = _instances_of(isengard, request)
+        instance_ids = _instances_of(isengard, request)
         dataset = read_dataset(isengard, instance_ids[0])
         module = Dataset()
         module._read_charset = dataset._read_charset

@@ -14,6 +14,7 @@ from ..dicom.charsets import ENCODINGS
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError
 from .responses import empty_json, server, text
+from .system import totals
 
 VERBOSITY = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
 
@@ -77,9 +78,7 @@ def metrics_prometheus(request: Request) -> Response:
     isengard = server(request)
     if not isengard.metrics_enabled:
         return text("")
-    with isengard.index.read() as index:
-        counts = {level: index.count(level) for level in Level}
-        disk, uncompressed = index.sizes()
+    counts, disk, uncompressed = totals(isengard)
     stamp = int(datetime.now(timezone.utc).timestamp() * 1000)
     metrics = {
         "orthanc_count_instances": counts[Level.INSTANCE],
