@@ -13,7 +13,7 @@ from sqlalchemy.sql.selectable import Alias
 from ..dicom.levels import Level
 from .enums import MetadataType
 from .index import IndexTransaction, _chunks
-from .schema import main_dicom_tags, resource_metadata, resources
+from .schema import alias, main_dicom_tags, resource_metadata, resources
 
 MODALITY = 0x00080060
 MODALITIES_IN_STUDY = 0x00080061
@@ -99,11 +99,11 @@ def _joined_sets(index: IndexTransaction, query: Select, ids: list[int]) -> dict
 def descendants_query(level: Level, descendant_level: Level, ids: list[int]) -> tuple[Alias, Alias, Select]:
     """SELECT root.internal_id FROM the resources `ids` of `level` joined down to their descendants
     of `descendant_level` (the two aliases are returned, for more columns or joins)."""
-    root = resources.alias("root")
+    root = alias(resources, "root")
     current = root
     joined = root
     for depth in range(descendant_level - level):
-        child = resources.alias(f"descendant{depth}")
+        child = alias(resources, f"descendant{depth}")
         joined = joined.join(child, child.c.parent_id == current.c.internal_id)
         current = child
     query = select(root.c.internal_id).select_from(joined).where(root.c.internal_id.in_(ids))

@@ -39,7 +39,7 @@ from ..storage.area import FileInfo
 from .computed import MODALITIES_IN_STUDY, MODALITY, computed_tags, descendants_query, is_computed
 from .enums import MetadataType
 from .index import IndexTransaction, Resource, _chunks, _resource
-from .schema import labels, main_dicom_tags, resource_metadata, resources
+from .schema import alias, labels, main_dicom_tags, resource_metadata, resources
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ class _Plan:
         self.query = query
         self.level = query.level
         self.sqlite = sqlite
-        self.target = resources.alias("target")
+        self.target = alias(resources, "target")
         self._numbers = itertools.count()
         self._joined: dict[Level, Alias] = {self.level: self.target}  # the target and its ancestors
         self._from: FromClause = self.target
@@ -262,7 +262,7 @@ class _Plan:
         node = self._filtered[level]
         ids = select(node.c.internal_id).where(*conditions)
         for _ in range(level + 1, self.level):
-            child = resources.alias(f"below{next(self._numbers)}")
+            child = alias(resources, f"below{next(self._numbers)}")
             ids = select(child.c.internal_id).where(child.c.parent_id.in_(ids))
         return ids
 
@@ -277,7 +277,7 @@ class _Plan:
 
     def _filtered_node(self, level: Level) -> Alias:
         if level not in self._filtered:
-            node = resources.alias(f"filtered{int(level)}")
+            node = alias(resources, f"filtered{int(level)}")
             self._filtered[level] = node
             self._filter(level, node.c.resource_type == int(level))  # e.g. patient tags are also on studies
         return self._filtered[level]
@@ -286,7 +286,7 @@ class _Plan:
         """The alias of the target's ancestor at `level`, joined on first use."""
         if level not in self._joined:
             child = self._joined_node(Level(level + 1))
-            ancestor = resources.alias(f"ancestor{int(level)}")
+            ancestor = alias(resources, f"ancestor{int(level)}")
             self._from = self._from.join(ancestor, ancestor.c.internal_id == child.c.parent_id)
             self._joined[level] = ancestor
         return self._joined[level]
@@ -304,7 +304,7 @@ class _Plan:
             self.file_constraints.append(constraint)
 
     def _add_main_tag_constraint(self, level: Level, constraint: Constraint) -> None:
-        row = main_dicom_tags.alias(f"value{next(self._numbers)}")
+        row = alias(main_dicom_tags, f"value{next(self._numbers)}")
         condition, exact = value_condition(row.c.value, constraint, self.sqlite)
         if exact:
             matching = select(row.c.resource_id).where(row.c.tag == constraint.tag, condition)
@@ -316,7 +316,7 @@ class _Plan:
 
     def _add_metadata_constraint(self, constraint: Constraint) -> None:
         # A join: metadata have no index on their values, but one on (resource, type).
-        row = resource_metadata.alias(f"value{next(self._numbers)}")
+        row = alias(resource_metadata, f"value{next(self._numbers)}")
         condition, exact = value_condition(row.c.value, constraint, self.sqlite)
         self._join_value(row, self.target, constraint.tag)
         self._filter(self.level, condition)
@@ -335,7 +335,7 @@ class _Plan:
 
     def _add_modalities_in_study(self, constraint: Constraint) -> None:
         """Studies with at least one series of one of the modalities (Orthanc's reading of C-FIND)."""
-        series = resources.alias("series")
+        series = alias(resources, "series")
         condition, _ = value_condition(main_dicom_tags.c.value, constraint, self.sqlite, prefilter=False)
         studies = (
             select(series.c.parent_id)
@@ -368,7 +368,7 @@ class _Plan:
 
     def _add_order(self, key: OrderKey) -> None:
         if key.is_metadata:
-            row, node = resource_metadata.alias(f"order{len(self._order)}"), self.target
+            row, node = alias(resource_metadata, f"order{len(self._order)}"), self.target
         else:
             holder = indexed_level(key.key, self.level)
             if holder is None:
@@ -376,7 +376,7 @@ class _Plan:
                     ErrorCode.PARAMETER_OUT_OF_RANGE,
                     f"Cannot order {self.level.route} by {format_tag(key.key)}, which is no main DICOM tag of them",
                 )
-            row, node = main_dicom_tags.alias(f"order{len(self._order)}"), self._joined_node(holder)
+            row, node = alias(main_dicom_tags, f"order{len(self._order)}"), self._joined_node(holder)
         self._join_value(row, node, key.key, outer=True)
         value = row.c.value.desc() if key.descending else row.c.value.asc()
         self._order.append(value.nulls_last())

@@ -8,13 +8,14 @@ changes the database. The same code serves SQLite (the default) and PostgreSQL.
 import logging
 import threading
 from functools import lru_cache
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, bindparam, delete, event, func, insert, inspect, literal_column, select, text, update
+from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, event, func, insert, inspect, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine, create_engine
@@ -53,6 +54,61 @@ INSERT_CHANGE = _insert(changes, "change_type", "resource_type", "public_id", "d
 @lru_cache(maxsize=None)
 def _driver_sql(statement: Executable, dialect: Dialect) -> str:
     return str(statement.compile(dialect=dialect))
+
+
+# Batched reads select rows of a list of resources with `IN (:i0, :i1, ...)`; lists are padded to
+# a power of two, so that each statement compiles to at most ten SQL strings per dialect.
+InListStatement = Callable[[list[BindParameter]], Executable]
+IN_LIST_CHUNK = 512
+
+
+@lru_cache(maxsize=None)
+def _in_list_sql(make_statement: InListStatement, size: int, dialect: Dialect) -> str:
+    return _driver_sql(make_statement([bindparam(f"i{n}") for n in range(size)]), dialect)
+
+
+def _in_list_parameters(ids: list[int]) -> tuple[int, dict[str, int]]:
+    size = 1 << (len(ids) - 1).bit_length()
+    padded = ids + [ids[-1]] * (size - len(ids))
+    return size, {f"i{n}": value for n, value in enumerate(padded)}
+
+
+def _main_tags_in(ids: list[BindParameter]) -> Executable:
+    columns = main_dicom_tags.c
+    return select(columns.resource_id, columns.tag, columns.value).where(columns.resource_id.in_(ids))
+
+
+def _labels_in(ids: list[BindParameter]) -> Executable:
+    return select(labels.c.resource_id, labels.c.label).where(labels.c.resource_id.in_(ids)).order_by(labels.c.label)
+
+
+def _public_ids_in(ids: list[BindParameter]) -> Executable:
+    return select(resources.c.internal_id, resources.c.public_id).where(resources.c.internal_id.in_(ids))
+
+
+def _children_in(ids: list[BindParameter]) -> Executable:
+    columns = resources.c
+    return select(columns.parent_id, columns.public_id).where(columns.parent_id.in_(ids)).order_by(columns.internal_id)
+
+
+def _metadata_in(ids: list[BindParameter]) -> Executable:
+    columns = resource_metadata.c
+    return select(columns.resource_id, columns.value).where(columns.resource_id.in_(ids), columns.type == bindparam("type"))
+
+
+def _children_metadata_in(ids: list[BindParameter]) -> Executable:
+    has_type = and_(resource_metadata.c.resource_id == resources.c.internal_id, resource_metadata.c.type == bindparam("type"))
+    return (
+        select(resources.c.parent_id, resource_metadata.c.value)
+        .select_from(resources.outerjoin(resource_metadata, has_type))
+        .where(resources.c.parent_id.in_(ids))
+        .order_by(resources.c.internal_id)
+    )
+
+
+def _attachments_in(ids: list[BindParameter]) -> Executable:
+    columns = attached_files.c
+    return select(attached_files).where(columns.resource_id.in_(ids), columns.content_type == bindparam("content_type"))
 
 
 def _upsert_metadata_statement(insert_factory):  # type: ignore[no-untyped-def]
@@ -272,12 +328,7 @@ class IndexTransaction:
 
     def children_public_ids(self, internal_ids: list[int]) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {i: [] for i in internal_ids}
-        rows = self.connection.execute(
-            select(resources.c.parent_id, resources.c.public_id)
-            .where(resources.c.parent_id.in_(internal_ids))
-            .order_by(resources.c.internal_id)
-        )
-        for parent_id, public_id in rows:
+        for parent_id, public_id in self._rows_in(_children_in, internal_ids):
             found[parent_id].append(public_id)
         return found
 
@@ -293,10 +344,7 @@ class IndexTransaction:
         return current
 
     def public_ids(self, internal_ids: list[int]) -> dict[int, str]:
-        rows = self.connection.execute(
-            select(resources.c.internal_id, resources.c.public_id).where(resources.c.internal_id.in_(internal_ids))
-        )
-        return dict(rows.all())
+        return dict(self._rows_in(_public_ids_in, internal_ids))
 
     def list_resources(self, level: Level, since: int = 0, limit: int = 0) -> list[Resource]:
         query = (
@@ -319,14 +367,8 @@ class IndexTransaction:
 
     def main_tags_of(self, internal_ids: list[int]) -> dict[int, dict[int, str]]:
         found: dict[int, dict[int, str]] = {i: {} for i in internal_ids}
-        for chunk in _chunks(internal_ids):
-            rows = self.connection.execute(
-                select(main_dicom_tags.c.resource_id, main_dicom_tags.c.tag, main_dicom_tags.c.value).where(
-                    main_dicom_tags.c.resource_id.in_(chunk)
-                )
-            )
-            for resource_id, tag, value in rows:
-                found[resource_id][tag] = value
+        for resource_id, tag, value in self._rows_in(_main_tags_in, internal_ids):
+            found[resource_id][tag] = value
         return found
 
     # -- metadata ----------------------------------------------------------------
@@ -349,29 +391,13 @@ class IndexTransaction:
         return row[0] if row else None
 
     def metadata_values(self, internal_ids: list[int], type_: int) -> dict[int, str]:
-        found: dict[int, str] = {}
-        for chunk in _chunks(internal_ids):
-            rows = self.connection.execute(
-                select(resource_metadata.c.resource_id, resource_metadata.c.value).where(
-                    and_(resource_metadata.c.resource_id.in_(chunk), resource_metadata.c.type == int(type_))
-                )
-            )
-            found.update(rows.all())
-        return found
+        return dict(self._rows_in(_metadata_in, internal_ids, type=int(type_)))
 
     def children_metadata_values(self, internal_ids: list[int], type_: int) -> dict[int, list[str | None]]:
         """For each resource, one metadata value per child (None where unset), in insertion order."""
         found: dict[int, list[str | None]] = {i: [] for i in internal_ids}
-        has_type = and_(resource_metadata.c.resource_id == resources.c.internal_id, resource_metadata.c.type == int(type_))
-        for chunk in _chunks(internal_ids):
-            rows = self.connection.execute(
-                select(resources.c.parent_id, resource_metadata.c.value)
-                .select_from(resources.outerjoin(resource_metadata, has_type))
-                .where(resources.c.parent_id.in_(chunk))
-                .order_by(resources.c.internal_id)
-            )
-            for parent_id, value in rows:
-                found[parent_id].append(value)
+        for parent_id, value in self._rows_in(_children_metadata_in, internal_ids, type=int(type_)):
+            found[parent_id].append(value)
         return found
 
     def set_metadata(self, internal_id: int, values: dict[int, str]) -> None:
@@ -396,7 +422,7 @@ class IndexTransaction:
 
     def attachments(self, internal_id: int) -> dict[int, StoredAttachment]:
         rows = self.connection.execute(select(attached_files).where(attached_files.c.resource_id == internal_id))
-        return {row.content_type: _attachment(row) for row in rows}
+        return {row.content_type: _attachment(row._mapping) for row in rows}
 
     def attachment(self, internal_id: int, content_type: int) -> StoredAttachment | None:
         row = self.connection.execute(
@@ -404,19 +430,13 @@ class IndexTransaction:
                 and_(attached_files.c.resource_id == internal_id, attached_files.c.content_type == int(content_type))
             )
         ).first()
-        return _attachment(row) if row else None
+        return _attachment(row._mapping) if row else None
 
     def attachments_of(self, internal_ids: list[int], content_type: int) -> dict[int, StoredAttachment]:
         """The attachment of `content_type` of each resource that has one."""
-        found: dict[int, StoredAttachment] = {}
-        for chunk in _chunks(internal_ids):
-            rows = self.connection.execute(
-                select(attached_files).where(
-                    and_(attached_files.c.resource_id.in_(chunk), attached_files.c.content_type == int(content_type))
-                )
-            )
-            found.update((row.resource_id, _attachment(row)) for row in rows)
-        return found
+        rows = self._rows_in(_attachments_in, internal_ids, content_type=int(content_type))
+        columns = [column.name for column in attached_files.columns]
+        return {row[0]: _attachment(dict(zip(columns, row))) for row in rows}
 
     def set_attachment(self, internal_id: int, info: FileInfo) -> str | None:
         """Record an attachment; returns the UUID of the file it replaces, if any."""
@@ -457,12 +477,8 @@ class IndexTransaction:
 
     def labels_of(self, internal_ids: list[int]) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {i: [] for i in internal_ids}
-        for chunk in _chunks(internal_ids):
-            rows = self.connection.execute(
-                select(labels.c.resource_id, labels.c.label).where(labels.c.resource_id.in_(chunk)).order_by(labels.c.label)
-            )
-            for resource_id, label in rows:
-                found[resource_id].append(label)
+        for resource_id, label in self._rows_in(_labels_in, internal_ids):
+            found[resource_id].append(label)
         return found
 
     def add_label(self, internal_id: int, label: str) -> None:
@@ -549,13 +565,25 @@ class IndexTransaction:
         """Execute a statement of the ingest path on the driver's cursor, in this transaction:
         its SQL is compiled once per dialect, and SQLAlchemy's per-call work (about a third
         of the cost of indexing an instance) is spared."""
+        return self._run_sql(_driver_sql(statement, self.connection.dialect), parameters)
+
+    def _run_sql(self, sql: str, parameters: dict | list[dict]):  # type: ignore[no-untyped-def]
         cursor = self.connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        sql = _driver_sql(statement, self.connection.dialect)
         if isinstance(parameters, list):
             cursor.executemany(sql, parameters)
         else:
             cursor.execute(sql, parameters)
         return cursor
+
+    def _rows_in(self, make_statement: InListStatement, ids: list[int], **parameters: int) -> list[tuple]:
+        """The rows of a batched read of these resources, on the driver's cursor (SQLAlchemy's
+        per-call work costs several times the query itself)."""
+        rows: list[tuple] = []
+        for chunk in _chunks(ids, IN_LIST_CHUNK):
+            size, chunk_parameters = _in_list_parameters(chunk)
+            sql = _in_list_sql(make_statement, size, self.connection.dialect)
+            rows += self._run_sql(sql, {**chunk_parameters, **parameters}).fetchall()
+        return rows
 
     # -- deletion ------------------------------------------------------------------
 
@@ -700,17 +728,17 @@ def _resource(row) -> Resource:  # type: ignore[no-untyped-def]
     return Resource(row.internal_id, Level(row.resource_type), row.public_id, row.parent_id)
 
 
-def _attachment(row) -> StoredAttachment:  # type: ignore[no-untyped-def]
+def _attachment(row: Mapping[str, Any]) -> StoredAttachment:
     info = FileInfo(
-        uuid=row.uuid,
-        content_type=row.content_type,
-        uncompressed_size=row.uncompressed_size,
-        uncompressed_md5=row.uncompressed_md5,
-        compressed_size=row.compressed_size,
-        compressed_md5=row.compressed_md5,
-        compression=CompressionType(row.compression_type),
+        uuid=row["uuid"],
+        content_type=row["content_type"],
+        uncompressed_size=row["uncompressed_size"],
+        uncompressed_md5=row["uncompressed_md5"],
+        compressed_size=row["compressed_size"],
+        compressed_md5=row["compressed_md5"],
+        compression=CompressionType(row["compression_type"]),
     )
-    return StoredAttachment(info=info, revision=row.revision)
+    return StoredAttachment(info=info, revision=row["revision"])
 
 
 def _change(row) -> Change:  # type: ignore[no-untyped-def]

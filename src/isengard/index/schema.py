@@ -3,6 +3,8 @@
 Changes to it go through a new Alembic revision in `migrations/versions`.
 """
 
+from functools import lru_cache
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -15,6 +17,7 @@ from sqlalchemy import (
     Text,
     func,
 )
+from sqlalchemy.sql.selectable import Alias
 
 # The Alembic revision that builds this schema (the last one of migrations/versions).
 SCHEMA_REVISION = "0002"
@@ -108,3 +111,10 @@ global_properties = Table(
     Column("property", Integer, primary_key=True, autoincrement=False),
     Column("value", Text, nullable=False),
 )
+
+
+@lru_cache(maxsize=None)
+def alias(table: Table, name: str) -> Alias:
+    """A named alias of a table, made once: an alias builds its column collection on first use,
+    which costs more than running a typical query."""
+    return table.alias(name)

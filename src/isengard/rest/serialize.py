@@ -94,9 +94,10 @@ def _level_fields(index: IndexTransaction, level: Level, ids: list[int]) -> dict
         }
     if level == Level.INSTANCE:
         index_in_series = index.metadata_values(ids, MetadataType.INDEX_IN_SERIES)
+        files = index.attachments_of(ids, ContentType.DICOM)
         fields = {}
         for i in ids:
-            attachment = index.attachment(i, ContentType.DICOM)
+            attachment = files.get(i)
             fields[i] = {
                 "FileSize": attachment.info.uncompressed_size if attachment else 0,
                 "FileUuid": attachment.info.uuid if attachment else "",
