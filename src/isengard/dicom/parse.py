@@ -48,6 +48,7 @@ warnings.filterwarnings("error", message="End of file reached before delimiter",
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
+ALL_MAIN_TAGS = frozenset(tag for tags in MAIN_DICOM_TAGS.values() for tag in tags)
 INTEGER = re.compile(r"[+-]?[0-9]+")
 CARDIAC_NUMBER_OF_IMAGES = Tag(0x0018, 0x1090)
 # (ImagesInAcquisition, NumberOfTemporalPositions), (NumberOfSlices, NumberOfTimeSlices)
@@ -160,7 +161,7 @@ def parse_instance(data: bytes, default_encoding: str = "Latin1") -> ParsedInsta
         series_instance_uid=series_uid,
         sop_instance_uid=sop_uid,
     )
-    main_tags = {level: _main_tags(dataset, level, charset) for level in Level}
+    main_tags = _main_tags(dataset, charset)
     return ParsedInstance(data=data, dataset=dataset, identifiers=identifiers, main_tags=main_tags, charset=charset)
 
 
@@ -214,13 +215,12 @@ def _required_uids(dataset: Dataset, charset: "CharacterSet") -> list[str]:
     return values
 
 
-def _main_tags(dataset: Dataset, level: Level, charset: "CharacterSet") -> dict[BaseTag, str]:
-    tags = {}
-    for tag in MAIN_DICOM_TAGS[level]:
-        text = element_text(dataset, tag, charset)
-        if text is not None:
-            tags[tag] = text
-    return tags
+def _main_tags(dataset: Dataset, charset: "CharacterSet") -> dict[Level, dict[BaseTag, str]]:
+    """The main tags of each level, in their order; a tag kept at two levels is read once."""
+    texts = {tag: element_text(dataset, tag, charset) for tag in ALL_MAIN_TAGS.intersection(dataset._dict)}
+    return {
+        level: {tag: text for tag in MAIN_DICOM_TAGS[level] if (text := texts.get(tag)) is not None} for level in Level
+    }
 
 
 # VRs whose values are character strings (all others are binary numbers or sequences).
@@ -277,10 +277,10 @@ def element_text(dataset: Dataset, tag: BaseTag, charset: "CharacterSet | None" 
     """The value of a top-level element as Orthanc 1.10.1 writes it: decoded per the character
     set (`charset`: the dataset's, given when known), multiple values joined by backslashes;
     None if absent, a sequence or binary."""
-    if tag not in dataset:
+    raw = dataset._dict.get(tag)
+    if raw is None:
         return None
     charset = charset or CharacterSet.of(dataset)
-    raw = dataset.get_item(tag)
     if isinstance(raw, RawDataElement):
         vr = raw.VR or _dictionary_vr(tag)
         data = raw.value or b""

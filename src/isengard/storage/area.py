@@ -112,8 +112,7 @@ class StorageArea:
         more (Python code between system calls) waits for the GIL behind the caller's work."""
         path = self.path(info.uuid)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(_temporary(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            fd = _create_file(_temporary(path))
         except OSError as exc:
             raise _write_error(path, exc) from exc
         try:
@@ -191,6 +190,17 @@ class StorageArea:
 
 def _temporary(path: Path) -> Path:
     return path.with_name(path.name + TEMPORARY_SUFFIX)
+
+
+def _create_file(path: Path) -> int:
+    """Open a new file for writing, creating its folders the first time (trying the open first
+    spares two system calls per file, and the folders' locks, once they exist)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, flags, 0o644)
 
 
 def _write_all(fd: int, data: bytes) -> None:
