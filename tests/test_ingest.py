@@ -230,3 +230,21 @@ def test_default_encoding_decodes_files_without_specific_character_set(tmp_path)
         answer = server.upload(path)
         name = server.client.get(f"/patients/{answer['ParentPatient']}").json()["MainDicomTags"]["PatientName"]
         assert name == "Ж"
+
+
+def test_two_servers_share_one_sqlite_index(tmp_path):
+    """Two processes writing the same SQLite index at once (the same new patient, study and
+    series): none fails, neither on the database's lock nor on a resource the other created."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(sample("Brainix/Flair").iterdir())[:12]
+    storage = str(tmp_path / "shared")
+    with running_isengard(tmp_path / "a", StorageDirectory=storage) as first, \
+            running_isengard(tmp_path / "b", StorageDirectory=storage) as second:
+        servers = [first, second]
+        with ThreadPoolExecutor(len(files)) as pool:
+            responses = list(pool.map(lambda n: servers[n % 2].client.post("/instances", content=files[n].read_bytes()),
+                                      range(len(files))))
+        assert [r.status_code for r in responses] == [200] * len(files)
+        assert len(first.client.get("/patients").json()) == 1
+        assert len(second.client.get("/instances").json()) == len(files)

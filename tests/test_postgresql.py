@@ -41,3 +41,22 @@ def test_core_flows_on_postgresql(database, tmp_path):
 
         assert server.client.get("/patients").json() == []
         assert server.client.get("/statistics").json()["TotalDiskSize"] == "0"
+
+
+def test_concurrent_writers_creating_the_same_patient(database, tmp_path):
+    """Writers on PostgreSQL race to create the same new patient, study and series: the
+    losers retry instead of failing (threads of one server, and two servers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = sorted(sample("Brainix/Flair").iterdir())[:12]
+    storage = str(tmp_path / "shared-storage")
+    with running_isengard(tmp_path / "a", DatabaseUrl=database, StorageDirectory=storage) as first, \
+            running_isengard(tmp_path / "b", DatabaseUrl=database, StorageDirectory=storage) as second:
+        servers = [first, second]
+        with ThreadPoolExecutor(len(files)) as pool:
+            responses = list(pool.map(lambda n: servers[n % 2].client.post("/instances", content=files[n].read_bytes()),
+                                      range(len(files))))
+        assert [r.status_code for r in responses] == [200] * len(files)
+        assert {r.json()["Status"] for r in responses} == {"Success"}
+        assert len(first.client.get("/patients").json()) == 1
+        assert len(second.client.get("/instances").json()) == len(files)

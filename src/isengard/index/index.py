@@ -19,6 +19,7 @@ from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine, create_engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
 from ..dicom.levels import Level
@@ -180,15 +181,19 @@ NEW_RESOURCE_CHANGE = {
 
 
 class Index:
-    def __init__(self, url: str):
+    def __init__(self, url: str, checkpoints: bool = True):
+        """`checkpoints`: whether this process copies SQLite's log into the database (one
+        process of those sharing an index does it)."""
+        self.url = url
         self.engine = _create_engine(url)
         sqlite = self.engine.dialect.name == "sqlite"
-        # SQLite allows one writer at a time: writers queue here rather than on SQLITE_BUSY.
+        # SQLite allows one writer at a time: the threads of a process queue here, and the
+        # processes sharing the index on its lock (BEGIN IMMEDIATE, with a busy timeout)...
         self._write_lock = threading.Lock() if sqlite else None
         self.migrate()
-        # ...and they share one connection, which spares a pool check-out per transaction.
+        # ...and the threads share one connection, which spares a pool check-out per transaction.
         self._writer = self.engine.connect() if sqlite else None
-        self._checkpointer = _Checkpointer(self.engine) if sqlite else None
+        self._checkpointer = _Checkpointer(self.engine) if sqlite and checkpoints else None
 
     def migrate(self) -> None:
         """Bring the schema to SCHEMA_REVISION; Alembic (slow to import, 12 MiB) only loads when needed."""
@@ -210,6 +215,12 @@ class Index:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     @property
+    def conflict_errors(self) -> tuple[type[Exception], ...]:
+        """What a write raises on a unique key taken by a concurrent writer since it looked
+        (through SQLAlchemy, or the driver's cursor of the ingest path)."""
+        return (IntegrityError, self.engine.dialect.dbapi.IntegrityError)  # type: ignore[union-attr]
+
+    @property
     def writer_busy(self) -> bool:
         """Whether a write transaction is under way (a caller that must not block can go elsewhere)."""
         return self._write_lock is not None and self._write_lock.locked()
@@ -221,6 +232,9 @@ class Index:
                 yield IndexTransaction(connection)
             return
         with self._write_lock, self._writer.begin():  # type: ignore[union-attr]
+            # Take the database's write lock now: a transaction that read before writing would
+            # fail, rather than wait, if another process wrote in between.
+            self._writer.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             yield IndexTransaction(self._writer)  # type: ignore[arg-type]
 
     @contextmanager
