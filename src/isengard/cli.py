@@ -63,6 +63,7 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
     server = uvicorn.Server(uvicorn_config)
     isengard.lifecycle.attach(lambda: setattr(server, "should_exit", True))
     log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
+    isengard.dicom_server.start()  # stopped by isengard.close()
     server.run()
 
 

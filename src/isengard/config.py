@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .dicom.charsets import ENCODINGS
+from .network.modalities import Modality, parse_modalities
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,25 @@ def _user_content_types(option: str, value: dict) -> dict[str, tuple[int, str]]:
     return parsed
 
 
+def _modalities(option: str, value: dict) -> dict[str, Modality]:
+    try:
+        return parse_modalities(value)
+    except ValueError as exc:
+        raise ConfigurationError(f'Option "{option}": {exc}') from None
+
+
+def _pdu_length(option: str, value: int) -> int:
+    if not 4096 <= value <= 131072:
+        raise ConfigurationError(f'Option "{option}" must be between 4096 and 131072, not {value}')
+    return value
+
+
+def _positive(option: str, value: int) -> int:
+    if value < 1:
+        raise ConfigurationError(f'Option "{option}" must be at least 1, not {value}')
+    return value
+
+
 @dataclass(frozen=True)
 class Option:
     """An option Isengard honours: its default, what the default configuration file says of it, its parser."""
@@ -259,6 +279,30 @@ OPTIONS: tuple[Option, ...] = (
            "the current one (ETag, If-Match), which detects concurrent writers."),
     Option("DicomAet", "ORTHANC", "Application Entity Title of the DICOM server (16 characters at most).", _aet),
     Option("DicomPort", 4242, "TCP port of the DICOM server.", _port),
+    Option("DicomServerEnabled", True, "Run the DICOM server (C-ECHO, C-STORE...) on DicomPort."),
+    Option("DicomCheckCalledAet", False, "Refuse associations whose called AET is not DicomAet."),
+    Option("DicomAlwaysAllowEcho", True, "Answer C-ECHO from any node, even one DicomModalities does not list."),
+    Option("DicomAlwaysAllowStore", True, "Accept C-STORE from any node, even one DicomModalities does not list."),
+    Option("DicomAlwaysAllowFind", False, "Answer C-FIND from any node, even one DicomModalities does not list."),
+    Option("DicomAlwaysAllowFindWorklist", False, "Answer worklist C-FIND from any node, even one DicomModalities "
+           "does not list."),
+    Option("DicomAlwaysAllowGet", False, "Answer C-GET from any node, even one DicomModalities does not list."),
+    Option("DicomAlwaysAllowMove", False, "Answer C-MOVE from any node, even one DicomModalities does not list."),
+    Option("DicomCheckModalityHost", False, "Recognise a modality of DicomModalities only when it connects from the "
+           "address of its Host."),
+    Option("StrictAetComparison", False, "Compare AETs with their case (they compare without it by default)."),
+    Option("DicomModalities", {}, 'The remote DICOM nodes, as { "name" : [ "AET", "host", port ] } or { "name" : '
+           '{ "AET" : ..., "Host" : ..., "Port" : ..., "Manufacturer" : "Generic", "AllowEcho" : true, "AllowFind" : '
+           'true, "AllowFindWorklist" : true, "AllowGet" : true, "AllowMove" : true, "AllowStore" : true, '
+           '"AllowStorageCommitment" : true, "LocalAet" : "", "Timeout" : 0, "UseDicomTls" : false } }. Those added '
+           "through the REST API last until the server stops.", _modalities),
+    Option("DicomScpTimeout", 30, "Seconds after which the DICOM server closes an association that sends nothing."),
+    Option("DicomScuTimeout", 10, "Seconds Isengard waits for a remote node it calls (connection, each answer)."),
+    Option("MaximumPduLength", 16384, "Largest PDU, in bytes, that Isengard receives (4096 to 131072).", _pdu_length),
+    Option("DicomThreadsCount", 4, "Most associations the DICOM server serves at once.", _positive),
+    Option("UnknownSopClassAccepted", False, "Accept C-STORE of SOP classes that the DICOM standard does not name."),
+    Option("DicomEchoChecksFind", False, "Follow the C-ECHO of /modalities/{id}/echo by a C-FIND, to check that the "
+           "node answers queries too."),
     Option("DefaultEncoding", "Latin1", "Character set assumed for DICOM files without SpecificCharacterSet, also "
            "used in C-FIND answers. One of: " + ", ".join(sorted(ENCODINGS)) + ".", _encoding),
     Option("LimitFindResults", 0, "Most answers to a C-FIND at the patient, study or series level (0: no limit)."),
@@ -314,6 +358,23 @@ class Configuration:
     check_revisions: bool
     dicom_aet: str
     dicom_port: int
+    dicom_server_enabled: bool
+    dicom_check_called_aet: bool
+    dicom_always_allow_echo: bool
+    dicom_always_allow_store: bool
+    dicom_always_allow_find: bool
+    dicom_always_allow_find_worklist: bool
+    dicom_always_allow_get: bool
+    dicom_always_allow_move: bool
+    dicom_check_modality_host: bool
+    strict_aet_comparison: bool
+    dicom_modalities: dict[str, Modality]
+    dicom_scp_timeout: int
+    dicom_scu_timeout: int
+    maximum_pdu_length: int
+    dicom_threads_count: int
+    unknown_sop_class_accepted: bool
+    dicom_echo_checks_find: bool
     default_encoding: str
     limit_find_results: int
     limit_find_instances: int

@@ -11,6 +11,8 @@ from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, Resource
 from .index.index import DeletedResource
 from .ingest import IngestPipeline
+from .network.modalities import ModalityRegistry
+from .network.scp import DicomServer
 from .storage import ContentType, StorageArea
 from .storage.area import FileInfo
 from .errors import ErrorCode, IsengardError
@@ -68,6 +70,8 @@ class Isengard:
             overwrite=config.overwrite_instances,
             default_encoding=config.default_encoding,
         )
+        self.modalities = ModalityRegistry(config.dicom_modalities, config.strict_aet_comparison)
+        self.dicom_server = DicomServer(self)  # started with the HTTP server (cli.serve)
 
     def delete(self, resource: Resource) -> DeletedResource:
         """Delete a resource with Orthanc's cascade; its files go once the index has forgotten them."""
@@ -103,4 +107,5 @@ class Isengard:
         return self.storage.read(attachment.info)
 
     def close(self) -> None:
+        self.dicom_server.stop()
         self.index.close()

@@ -5,11 +5,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from ..server import Isengard
-from . import find, instances, metadata, resources, system, tags, tools
+from . import find, instances, metadata, modalities, resources, system, tags, tools
 from .errors import HANDLERS
 from .security import AccessControl
 
-ROUTE_MODULES = (system, instances, resources, metadata, tags, find, tools)
+ROUTE_MODULES = (system, instances, resources, metadata, tags, find, tools, modalities)
 
 
 def create_app(isengard: Isengard) -> Starlette:
