@@ -191,6 +191,8 @@ def test_storescu_sends_in_the_transfer_syntax_of_the_file(server, transfer_synt
     assert same_content(server.client.get(f"/instances/{instance}/file").content, path)
 
 
+# pydicom cannot encode one Shift-JIS name back when it compares the datasets.
+@pytest.mark.filterwarnings("ignore:Failed to encode value with encodings")
 def test_storescu_sends_the_character_set_samples(server):
     by_transfer_syntax: dict[str, list[str]] = {}
     for path in ENCODING_FILES:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -50,7 +51,7 @@ class Peer:
     ip: str
 
     @classmethod
-    def of(cls, assoc: Any) -> "Peer":
+    def of(cls, assoc: Association) -> "Peer":
         request = assoc.requestor.primitive
         return cls(request.calling_ae_title, request.called_ae_title, assoc.requestor.address)
 
@@ -63,10 +64,13 @@ Handler = Callable[["DicomServer", evt.Event, Peer], Any]
 
 @dataclass(frozen=True)
 class Service:
+    """A DIMSE service: the pynetdicom event it answers, its handler (which returns what pynetdicom
+    expects of a handler of that event), and the operation each of its abstract syntaxes is, for
+    access control. C-STORE's abstract syntaxes are the storage SOP classes (see AcceptedSyntaxes)."""
+
     event: evt.InterventionEvent
-    handle: Handler  # returns what pynetdicom expects of a handler of `event`
-    syntaxes: Mapping[str, Request] = field(default_factory=dict)  # non-storage abstract syntax -> operation
-    storage: bool = False  # serves the storage SOP classes, as Request.STORE
+    handle: Handler
+    syntaxes: Mapping[str, Request] = field(default_factory=dict)
 
     def request(self, abstract_syntax: str) -> Request:
         return self.syntaxes.get(abstract_syntax, Request.STORE)
@@ -91,8 +95,9 @@ def _store(server: "DicomServer", event: evt.Event, peer: Peer) -> int:
 
 SERVICES: tuple[Service, ...] = (
     Service(evt.EVT_C_ECHO, _echo, {Verification: Request.ECHO}),
-    Service(evt.EVT_C_STORE, _store, storage=True),
+    Service(evt.EVT_C_STORE, _store),
 )
+SERVED_SYNTAXES = tuple(syntax for service in SERVICES for syntax in service.syntaxes)
 
 
 class DicomServer:
@@ -137,8 +142,7 @@ class DicomServer:
             assoc.kill()  # waits until the rejection is sent, as pynetdicom's own rejections do
             return
         requested = [context.abstract_syntax for context in assoc.requestor.get_contexts("pcdl")]
-        served = [syntax for service in SERVICES for syntax in service.syntaxes]
-        assoc.acceptor.supported_contexts = self.syntaxes.contexts_for(requested, served)
+        assoc.acceptor.supported_contexts = self.syntaxes.contexts_for(requested, SERVED_SYNTAXES)
 
     def _serve(self, event: evt.Event, service: Service) -> Any:
         peer = Peer.of(event.assoc)
@@ -148,4 +152,4 @@ class DicomServer:
             return service.handle(self, event, peer)
         log.warning("%s request from %s refused: %s; aborting the association", request.value, peer, refusal.reason)
         event.assoc.abort()
-        return OUT_OF_RESOURCES
+        return OUT_OF_RESOURCES  # never sent: the association is aborted

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 PENDING = (0xFF00, 0xFF01)
+MAX_AET_LENGTH = 16
 
 
 class NetworkError(Exception):
@@ -60,17 +61,19 @@ def associate(
 ) -> Association:
     """An established association; NetworkError saying why there is none.
     The timeout is `timeout`, else the modality's, else DicomScuTimeout."""
-    ae = AE(modality.local_aet or settings.local_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = (
-        timeout or modality.timeout or settings.timeout
-    )
     connected: list[bool] = []
     handlers = [TCP_NODELAY_HANDLER, (evt.EVT_CONN_OPEN, lambda _event: connected.append(True))]
     try:
+        ae = AE((modality.local_aet or settings.local_aet)[:MAX_AET_LENGTH])  # longer AETs are cut, as in Orthanc
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = (
+            timeout or modality.timeout or settings.timeout
+        )
         assoc = ae.associate(
-            modality.host, modality.port, list(contexts), ae_title=modality.aet,
+            modality.host, modality.port, list(contexts), ae_title=modality.aet[:MAX_AET_LENGTH],
             max_pdu=settings.maximum_pdu_length, evt_handlers=handlers,
         )
+    except ValueError as exc:  # an AET that pynetdicom refuses (empty, forbidden characters)
+        raise NetworkError(f"Cannot associate with {_describe(modality)}: {exc}") from None
     except OSError as exc:  # the host name does not resolve
         raise NetworkError(f"Cannot reach {_describe(modality)}: {exc.strerror or exc}") from None
     if assoc.is_established:
