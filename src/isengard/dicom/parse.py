@@ -28,6 +28,7 @@ from ..errors import ErrorCode, IsengardError
 from .charsets import python_codec
 from .identifiers import DicomIdentifiers
 from .levels import Level
+from .reader import read_common_file
 from .tags import (
     IMAGE_INDEX,
     INSTANCE_NUMBER,
@@ -166,6 +167,9 @@ def parse_instance(data: bytes, default_encoding: str = "Latin1") -> ParsedInsta
 
 
 def _read_dataset(data: bytes) -> Dataset:
+    dataset = read_common_file(data)  # as pydicom reads it, if well-formed (so never truncated)
+    if dataset is not None:
+        return dataset
     try:
         try:
             dataset = pydicom.dcmread(io.BytesIO(data))
