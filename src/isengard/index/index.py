@@ -181,10 +181,7 @@ NEW_RESOURCE_CHANGE = {
 
 
 class Index:
-    def __init__(self, url: str, checkpoints: bool = True):
-        """`checkpoints`: whether this process copies SQLite's log into the database (one
-        process of those sharing an index does it)."""
-        self.url = url
+    def __init__(self, url: str):
         self.engine = _create_engine(url)
         sqlite = self.engine.dialect.name == "sqlite"
         # SQLite allows one writer at a time: the threads of a process queue here, and the
@@ -193,7 +190,7 @@ class Index:
         self.migrate()
         # ...and the threads share one connection, which spares a pool check-out per transaction.
         self._writer = self.engine.connect() if sqlite else None
-        self._checkpointer = _Checkpointer(self.engine) if sqlite and checkpoints else None
+        self._checkpointer = _Checkpointer(self.engine) if sqlite else None
 
     def migrate(self) -> None:
         """Bring the schema to SCHEMA_REVISION; Alembic (slow to import, 12 MiB) only loads when needed."""
