@@ -13,6 +13,7 @@ class ErrorCode(Enum):
     BAD_SEQUENCE_OF_CALLS = (6, "Bad sequence of calls", 400)
     INEXISTENT_ITEM = (7, "Accessing an inexistent item", 404)
     BAD_REQUEST = (8, "Bad request", 400)
+    NETWORK_PROTOCOL = (9, "Error in the network protocol", 500)
     DATABASE = (11, "Error in the database engine", 500)
     URI_SYNTAX = (12, "Badly formatted URI", 400)
     INEXISTENT_FILE = (13, "Inexistent file", 404)
@@ -29,6 +30,7 @@ class ErrorCode(Enum):
     NOT_ACCEPTABLE = (34, "Cannot send a response which is acceptable according to the Accept HTTP header", 406)
     REVISION = (43, "A bad revision number was provided, which might indicate conflict between multiple writers", 409)
     FORBIDDEN_ACCESS = (2000, "Access to a resource is forbidden", 403)
+    NO_CFIND_HANDLER = (2016, "DicomUserConnection: The C-FIND command is not supported by the remote SCP", 500)
     UNSUPPORTED_MEDIA_TYPE = (3000, "Unsupported media type", 415)
 
     @property

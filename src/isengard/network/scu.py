@@ -13,6 +13,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 from ..config import Configuration
+from ..errors import ErrorCode, IsengardError
 from .modalities import Modality
 from .tcp import TCP_NODELAY_HANDLER
 
@@ -23,20 +24,17 @@ PENDING = (0xFF00, 0xFF01)
 MAX_AET_LENGTH = 16
 
 
-class NetworkError(Exception):
+class NetworkError(IsengardError):
     """A DICOM exchange with a remote node failed; reported with Orthanc's error code."""
 
-    status = 9
-    message = "Error in the network protocol"
+    code = ErrorCode.NETWORK_PROTOCOL
 
     def __init__(self, details: str):
-        super().__init__(details)
-        self.details = details
+        super().__init__(self.code, details)
 
 
 class FindUnavailable(NetworkError):
-    status = 2016
-    message = "DicomUserConnection: The C-FIND command is not supported by the remote SCP"
+    code = ErrorCode.NO_CFIND_HANDLER
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from starlette.routing import Route
 
 from ..errors import ErrorCode, IsengardError
 from ..network.modalities import Modality, bad_format, parse_modality, parse_timeout
-from ..network.scu import NetworkError, ScuSettings, echo
-from .errors import error_body
-from .responses import JSONResponse, json, server, text
+from ..network.scu import ScuSettings, echo
+from .responses import json, server, text
 
 # What GET /modalities/{id} lists, as Orthanc 1.10.1 answers (whether or not Isengard serves them yet).
 MODALITY_OPERATIONS = [
@@ -86,18 +85,8 @@ async def _echo(request: Request, modality: Modality, options: dict[str, Any]) -
     check_find = options.get("CheckFind")
     if not isinstance(check_find, bool):
         check_find = isengard.config.dicom_echo_checks_find
-    try:
-        await run_in_threadpool(echo, modality, ScuSettings.from_config(isengard.config), timeout, check_find)
-    except NetworkError as exc:
-        return _network_failure(request, exc)
+    await run_in_threadpool(echo, modality, ScuSettings.from_config(isengard.config), timeout, check_find)
     return json({})
-
-
-def _network_failure(request: Request, exc: NetworkError) -> Response:
-    """Orthanc's error body, with the network error's own code (not among the REST API's ErrorCodes)."""
-    body = error_body(request, ErrorCode.INTERNAL_ERROR, 500, exc.details)
-    body.update(Message=exc.message, OrthancError=exc.message, OrthancStatus=exc.status)
-    return JSONResponse(body, status_code=500)
 
 
 # --- /tools routes of the DICOM server ------------------------------------------------------------
