@@ -20,6 +20,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from ..errors import IsengardError
 from ..ingest import Origin
+from . import commands, reactor
 from .access import AccessControl
 from .files import file_header
 from .modalities import Request
@@ -40,6 +41,8 @@ CALLING_AET_NOT_RECOGNIZED, CALLED_AET_NOT_RECOGNIZED = 0x03, 0x07
 
 # pynetdicom would otherwise format a log record of every PDU and DIMSE message it handles.
 _config.LOG_HANDLER_LEVEL = "none"
+reactor.install()
+commands.install()
 
 
 @dataclass(frozen=True)

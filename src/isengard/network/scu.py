@@ -14,10 +14,13 @@ from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Ver
 
 from ..config import Configuration
 from ..errors import ErrorCode, IsengardError
+from . import commands, reactor
 from .modalities import Modality
 from .tcp import TCP_NODELAY_HANDLER
 
 log = logging.getLogger(__name__)
+reactor.install()
+commands.install()
 
 SUCCESS = 0x0000
 PENDING = (0xFF00, 0xFF01)
