@@ -58,8 +58,11 @@ def _request(move_originator: bool) -> C_STORE:
 def _received(primitive: C_STORE) -> C_STORE_RQ:
     sent = C_STORE_RQ()
     sent.primitive_to_message(primitive)
-    message = C_STORE_RQ()
-    message.command_set = decode(BytesIO(encode(sent.command_set, True, True)), True, True)
+    encoded = encode(sent.command_set, True, True)
+    assert commands._command_elements(encoded) is not None  # read by hand, not by pynetdicom
+    message = C_STORE_RQ()  # as pynetdicom leaves a received message
+    message.encoded_command_set = BytesIO(encoded)
+    message.command_set = decode(BytesIO(encoded), True, True)
     message.data_set = primitive.DataSet
     message.context_id = 3
     return message

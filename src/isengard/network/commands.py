@@ -5,14 +5,13 @@ received command into a primitive element by element through pydicom: for a C-ST
 about 0.3-0.6 ms, together as much as a third of what storing a small instance costs. A C-STORE
 command is a handful of fixed elements in implicit VR little endian, so:
 - a plain response (no error comment, no offending element) is written directly;
-- a request's elements are read straight from the raw bytes pydicom left undecoded.
+- a request's elements are read straight from its encoded command set.
 Anything else goes through pynetdicom unchanged.
 """
 
 import struct
 from collections.abc import Callable
 
-from pydicom.dataelem import RawDataElement
 from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
@@ -83,7 +82,7 @@ def _read_uid(value: bytes) -> str:
 
 
 def _read_us(value: bytes) -> int:
-    return int.from_bytes(value[:2], "little")
+    return int.from_bytes(value, "little")
 
 
 def _read_ae(value: bytes) -> str:
@@ -92,35 +91,47 @@ def _read_ae(value: bytes) -> str:
 
 # The elements of a C-STORE request: the primitive's attribute each sets, and how to read it.
 STORE_REQUEST_ELEMENTS: dict[int, tuple[str, Callable[[bytes], object]]] = {
-    0x00000002: ("AffectedSOPClassUID", _read_uid),
-    0x00000110: ("MessageID", _read_us),
-    0x00000700: ("Priority", _read_us),
-    0x00001000: ("AffectedSOPInstanceUID", _read_uid),
-    0x00001030: ("MoveOriginatorApplicationEntityTitle", _read_ae),
-    0x00001031: ("MoveOriginatorMessageID", _read_us),
+    0x0002: ("AffectedSOPClassUID", _read_uid),
+    0x0110: ("MessageID", _read_us),
+    0x0700: ("Priority", _read_us),
+    0x1000: ("AffectedSOPInstanceUID", _read_uid),
+    0x1030: ("MoveOriginatorApplicationEntityTitle", _read_ae),
+    0x1031: ("MoveOriginatorMessageID", _read_us),
 }
+US_LENGTH = 2
 
 
-def _is_plain_store_request(message: C_STORE_RQ) -> bool:
-    """Every element undecoded, single-valued and of a known length."""
-    for element in message.command_set._dict.values():
-        if not isinstance(element, RawDataElement) or element.value is None or b"\\" in element.value:
-            return False
-    return True
+def _command_elements(command: bytes) -> dict[int, bytes] | None:
+    """The elements of an encoded command set by element number; None if it is not only
+    well-formed group 0000 elements, or if a value the fast path reads has several values."""
+    elements = {}
+    offset = 0
+    while offset < len(command):
+        if offset + 8 > len(command):
+            return None
+        group, element, length = struct.unpack_from("<HHI", command, offset)
+        value = command[offset + 8:offset + 8 + length]
+        if group != 0 or len(value) != length:
+            return None
+        known = STORE_REQUEST_ELEMENTS.get(element)
+        if known is not None and (b"\\" in value or (known[1] is _read_us and length != US_LENGTH)):
+            return None
+        elements[element] = value
+        offset += 8 + length
+    return elements
 
 
 _read_with_pynetdicom = C_STORE_RQ.message_to_primitive
 
 
 def _store_request(self: C_STORE_RQ) -> C_STORE:
-    if not _is_plain_store_request(self):
+    elements = _command_elements(self.encoded_command_set.getvalue())
+    if elements is None:
         return _read_with_pynetdicom(self)
     primitive = C_STORE()
-    for tag, element in self.command_set._dict.items():
-        known = STORE_REQUEST_ELEMENTS.get(tag)
-        if known is not None:
-            attribute, read = known
-            setattr(primitive, attribute, read(element.value))
+    for element, (attribute, read) in STORE_REQUEST_ELEMENTS.items():
+        if element in elements:
+            setattr(primitive, attribute, read(elements[element]))
     primitive.DataSet = self.data_set
     primitive._context_id = self.context_id
     primitive._dataset_path = self._data_set_path
