@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -79,3 +80,15 @@ def test_relative_folders_start_from_the_configuration_file(tmp_path):
     config = load_configuration(path)
     assert config.storage_directory == tmp_path / "conf" / "images"
     assert config.index_directory == Path("/absolute/index")
+
+
+def test_dicom_port_in_use_stops_start_up_with_a_message(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        dicom_port = taken.getsockname()[1]
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({"StorageDirectory": str(tmp_path / "db"), "HttpPort": free_port(), "DicomPort": dicom_port}))
+        result = subprocess.run(ISENGARD + [str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"Cannot listen on DicomPort {dicom_port}" in result.stderr and "Traceback" not in result.stderr

@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         try:
             serve(isengard, log_level=level)
+        except ConfigurationError as exc:  # found when the servers start: DICOM TLS files, ports
+            print(f"isengard: {exc}", file=sys.stderr)
+            return 2
         finally:
             isengard.close()
         if not lifecycle.restart_requested:
@@ -63,7 +66,10 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
     server = uvicorn.Server(uvicorn_config)
     isengard.lifecycle.attach(lambda: setattr(server, "should_exit", True))
     log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
-    isengard.dicom_server.start()  # stopped by isengard.close()
+    try:
+        isengard.dicom_server.start()  # stopped by isengard.close()
+    except OSError as exc:
+        raise ConfigurationError(f"Cannot listen on DicomPort {config.dicom_port}: {exc.strerror or exc}") from None
     server.run()
 
 
