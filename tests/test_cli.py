@@ -92,3 +92,22 @@ def test_dicom_port_in_use_stops_start_up_with_a_message(tmp_path):
         result = subprocess.run(ISENGARD + [str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"Cannot listen on DicomPort {dicom_port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_closes_the_server_before_exiting(tmp_path):
+    """Closing writes the index's last state: a clean stop leaves no SQLite write-ahead log behind."""
+    path = tmp_path / "config.json"
+    port = free_port()
+    path.write_text(json.dumps({"StorageDirectory": str(tmp_path / "db"), "HttpPort": port, "DicomPort": free_port()}))
+    process = subprocess.Popen(ISENGARD + [str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/system")
+            break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.1)
+    process.terminate()
+    assert process.wait(30) == 0
+    assert not list((tmp_path / "db").glob("*-wal"))

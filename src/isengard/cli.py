@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import signal
 import sys
 
 import uvicorn
@@ -64,6 +65,10 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
         access_log=log_level <= logging.DEBUG,
     )
     server = uvicorn.Server(uvicorn_config)
+    # uvicorn stops on SIGTERM, then raises the signal again once it has restored the previous
+    # handler: with Python's default one, the process would die before closing jobs, index and
+    # DICOM server. This one lets `main` close them and exit with status 0.
+    signal.signal(signal.SIGTERM, _exit_after_closing)
     isengard.lifecycle.attach(lambda: setattr(server, "should_exit", True))
     log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
     try:
@@ -71,6 +76,10 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
     except OSError as exc:
         raise ConfigurationError(f"Cannot listen on DicomPort {config.dicom_port}: {exc.strerror or exc}") from None
     server.run()
+
+
+def _exit_after_closing(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":
