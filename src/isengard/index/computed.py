@@ -73,11 +73,13 @@ def _compute(index: IndexTransaction, tag: int, ids: list[int]) -> dict[int, str
         counts = dict(rows.all())
         return {i: str(counts.get(i, 0)) for i in ids}
     if tag == MODALITIES_IN_STUDY:
+        # The Modality of each series is looked up by its key: joined, SQLite (without statistics)
+        # would rather scan the (tag, value) index, all series of the database (~40 ms for 10,000).
         _, series, query = descendants_query(Level.STUDY, Level.SERIES, ids)
-        query = query.join(
-            main_dicom_tags, (main_dicom_tags.c.resource_id == series.c.internal_id) & (main_dicom_tags.c.tag == MODALITY)
-        ).add_columns(main_dicom_tags.c.value)
-        return _joined_sets(index, query, ids)
+        modality = select(main_dicom_tags.c.value).where(
+            main_dicom_tags.c.resource_id == series.c.internal_id, main_dicom_tags.c.tag == MODALITY
+        )
+        return _joined_sets(index, query.add_columns(modality.scalar_subquery()), ids)
     _, instance, query = descendants_query(Level.STUDY, Level.INSTANCE, ids)
     query = query.join(
         resource_metadata,

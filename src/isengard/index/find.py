@@ -24,14 +24,16 @@ from enum import Enum
 from functools import cached_property
 
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 from sqlalchemy import ColumnElement, Row, Select, and_, false, func, or_, select, true
 from sqlalchemy.sql.selectable import Alias, FromClause
 
 from ..dicom.levels import Level
-from ..dicom.parse import element_text
+from ..dicom.parse import element_text, value_text
 from ..dicom.tags import IDENTIFIER_TAG, MAIN_DICOM_TAGS, PATIENT_ID, format_tag
 from ..errors import ErrorCode, IsengardError, bad_request
 from ..storage import ContentType, StorageArea
@@ -519,16 +521,25 @@ def file_tags(
     index: IndexTransaction, storage: StorageArea, level: Level, internal_ids: list[int], tags: list[int]
 ) -> dict[int, dict[int, str]]:
     """Tags read from the DICOM file of the first instance of each resource (its own for instances)."""
+    datasets = file_datasets(index, storage, level, internal_ids, tags)
+    return {internal_id: _texts(dataset, tags) for internal_id, dataset in datasets.items()}
+
+
+def file_datasets(
+    index: IndexTransaction, storage: StorageArea, level: Level, internal_ids: list[int], tags: list[int]
+) -> dict[int, Dataset]:
+    """The elements `tags` (sequences included) of the DICOM file of the first instance of each
+    resource, as pydicom reads them; an empty dataset for a resource whose file cannot be read."""
     instances = first_instances(index, level, internal_ids)
     instance_ids = list(instances.values())
     files = index.attachments_of(instance_ids, ContentType.DICOM)
     offsets = index.metadata_values(instance_ids, MetadataType.PIXEL_DATA_OFFSET)
-    found: dict[int, dict[int, str]] = {}
+    found: dict[int, Dataset] = {}
     for internal_id in internal_ids:
         instance = instances.get(internal_id)
         attachment = files.get(instance) if instance is not None else None
         offset = offsets.get(instance, "") if instance is not None else ""
-        found[internal_id] = _read_tags(storage, attachment.info, offset, tags) if attachment else {}
+        found[internal_id] = _read_head(storage, attachment.info, offset, tags) if attachment else Dataset()
     return found
 
 
@@ -544,18 +555,36 @@ def first_instances(index: IndexTransaction, level: Level, internal_ids: list[in
     return found
 
 
-def _read_tags(storage: StorageArea, info: FileInfo, pixel_data_offset: str, tags: list[int]) -> dict[int, str]:
+def _read_head(storage: StorageArea, info: FileInfo, pixel_data_offset: str, tags: list[int]) -> Dataset:
     """Only the head of the file is read when the pixel data offset is known."""
     try:
         if pixel_data_offset.isdigit():
             data = storage.read_range(info, int(pixel_data_offset))
         else:
             data = storage.read(info)
-        dataset = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(tags), force=True)
+        return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=list(tags), force=True)
     except (IsengardError, InvalidDicomError, EOFError, ValueError, KeyError, TypeError) as exc:
         log.warning("Cannot read the tags of the stored file %s: %s", info.uuid, exc)
+        return Dataset()
+
+
+def _texts(dataset: Dataset, tags: list[int]) -> dict[int, str]:
+    try:
+        return {tag: text for tag in tags if (text := matchable_text(dataset, tag)) is not None}
+    except (ValueError, KeyError, TypeError) as exc:  # pydicom decodes values lazily
+        log.warning("Cannot read the tags of a stored file: %s", exc)
         return {}
-    return {tag: text for tag in tags if (text := element_text(dataset, Tag(tag))) is not None}
+
+
+def matchable_text(dataset: Dataset, tag: int) -> str | None:
+    """The text of an element (see element_text). A private element read without its VR (implicit
+    VR) has one when pydicom's private dictionary knows it, which needs its private creator in
+    `dataset` (C-FIND queries carry it, and so the tags read for them)."""
+    raw = dataset._dict.get(tag)
+    text = element_text(dataset, Tag(tag))
+    if text is None and isinstance(raw, RawDataElement) and raw.VR in (None, "UN") and Tag(tag).is_private:
+        return value_text(dataset[tag])
+    return text
 
 
 # -- lookup by identifier ----------------------------------------------------------------------
