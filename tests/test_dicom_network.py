@@ -414,16 +414,28 @@ def test_modality_added_through_rest_is_let_in(guarded):
 
 
 def test_threads_count_scp_timeout_and_pdu_length(tmp_path):
-    with running_isengard(tmp_path, DicomThreadsCount=1, DicomScpTimeout=1, MaximumPduLength=8192) as server:
+    """As Orthanc: an association beyond DicomThreadsCount waits for one to end, it is not refused."""
+    with running_isengard(tmp_path, DicomThreadsCount=1, DicomScpTimeout=2, MaximumPduLength=8192) as server:
         first = associate(server, [build_context(Verification)])
         assert first.is_established and first.acceptor.maximum_length == 8192
-        second = associate(server, [build_context(Verification)])
-        assert _rejection(second) == (0x02, 0x03, 0x02)  # transient, local limit exceeded
-        time.sleep(2.5)  # longer than DicomScpTimeout: the server closes the idle association
-        assert not first.is_established
-        third = associate(server, [build_context(Verification)])
-        assert third.is_established
-        third.release()
+        start = time.monotonic()
+        second = associate(server, [build_context(Verification)])  # served once the first, idle, is closed
+        assert second.is_established and not first.is_established
+        assert time.monotonic() - start > 1
+        assert second.send_c_echo().Status == 0
+        second.release()
+
+
+def test_connections_that_say_nothing_do_not_keep_modalities_out(server):
+    """Probes (port scanners, load balancers' health checks) hold no association slot."""
+    probes = [socket.create_connection(("127.0.0.1", server.config["DicomPort"])) for _ in range(12)]
+    try:
+        assoc = associate(server, [build_context(Verification)])
+        assert assoc.is_established and assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def test_dicom_server_can_be_disabled(tmp_path):

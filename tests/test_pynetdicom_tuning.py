@@ -8,8 +8,8 @@ import pytest
 from pydicom import Dataset, FileMetaDataset
 from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, evt
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP, DIMSEMessage
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_FIND_RSP, C_STORE_RQ, C_STORE_RSP, DIMSEMessage
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.sop_class import CTImageStorage, Verification
 
@@ -17,6 +17,7 @@ from conftest import free_port
 from isengard.network import commands, reactor
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,21 +26,34 @@ def installed():
     commands.install()
 
 
-def _response(status: int, sop_instance: str) -> C_STORE:
-    primitive = C_STORE()
+def _response(kind: type, status: int, sop_instance: str, identifier: bytes | None) -> C_STORE | C_FIND:
+    primitive = kind()
     primitive.MessageIDBeingRespondedTo = 12
-    primitive.AffectedSOPClassUID = CT
-    primitive.AffectedSOPInstanceUID = sop_instance
+    primitive.AffectedSOPClassUID = CT if kind is C_STORE else FIND
     primitive.Status = status
+    if kind is C_STORE:
+        primitive.AffectedSOPInstanceUID = sop_instance
+    elif identifier is not None:
+        primitive.Identifier = BytesIO(identifier)
     return primitive
 
 
-@pytest.mark.parametrize("status", [0x0000, 0xB000, 0xA700, 0xC000])
+def _pdv_lists(pdatas) -> list:
+    return [pdata.presentation_data_value_list for pdata in pdatas]
+
+
+@pytest.mark.parametrize("status", [0x0000, 0xB000, 0xA700, 0xFF00])
 @pytest.mark.parametrize("sop_instance", ["1.2.3.4", "1.2.3.45"])  # even and odd lengths
-def test_store_response_is_what_pynetdicom_encodes(status, sop_instance):
-    message = C_STORE_RSP()
-    message.primitive_to_message(_response(status, sop_instance))
-    assert commands.c_store_response(12, CT, sop_instance, status) == encode(message.command_set, True, True)
+@pytest.mark.parametrize("kind", [C_STORE, C_FIND])
+@pytest.mark.parametrize("identifier_length, maximum_pdu", [(None, 16384), (40, 16384), (40_000, 16384), (40_000, 0), (4096, 4102)])
+def test_responses_are_sent_as_pynetdicom_sends_them(kind, status, sop_instance, identifier_length, maximum_pdu):
+    identifier = bytes(range(256)) * (identifier_length // 256) + b"\x08" * (identifier_length % 256) if identifier_length else None
+    primitive = _response(kind, status, sop_instance, identifier)
+    message = (C_STORE_RSP if kind is C_STORE else C_FIND_RSP)()
+    message.primitive_to_message(primitive)
+    command, data = commands._encoded_response(primitive)
+    ours = _pdv_lists(commands._fragments(1, command, data, maximum_pdu))
+    assert ours == _pdv_lists(message.encode_msg(1, maximum_pdu))
 
 
 def _request(move_originator: bool) -> C_STORE:

@@ -13,11 +13,13 @@ from typing import Any
 
 from .dicom.charsets import ENCODINGS
 from .network.modalities import Modality, parse_modalities
+from .network.worklists import WorklistsSettings, parse_worklists_option
 
 log = logging.getLogger(__name__)
 
 # Every top-level option of Orthanc 1.10.1's default configuration file, the commented-out ones included,
-# plus RegisteredUsers (documented in Orthanc's manual). Isengard accepts them all, even those it ignores.
+# plus RegisteredUsers (documented in Orthanc's manual) and Worklists (of its worklists plugin). Isengard
+# accepts them all, even those it ignores.
 ORTHANC_OPTIONS = frozenset({
     "AcceptedTransferSyntaxes", "AuthenticationEnabled", "BuiltinDecoderTranscoderOrder", "CaseSensitivePN",
     "CheckRevisions", "ConcurrentJobs", "DatabaseServerIdentifier", "DeflatedTransferSyntaxAccepted",
@@ -45,7 +47,7 @@ ORTHANC_OPTIONS = frozenset({
     "StoreMD5ForAttachments", "StrictAetComparison", "SyncStorageArea", "SynchronousCMove",
     "SynchronousZipStream", "TcpNoDelay", "TemporaryDirectory", "TranscodeDicomProtocol",
     "UnknownSopClassAccepted", "UserContentType", "UserMetadata", "WebDavDeleteAllowed", "WebDavEnabled",
-    "WebDavUploadAllowed", "ZipLoaderThreads",
+    "WebDavUploadAllowed", "Worklists", "ZipLoaderThreads",
 })
 ISENGARD_OPTIONS = frozenset({"DatabaseUrl"})
 KNOWN_OPTIONS = ORTHANC_OPTIONS | ISENGARD_OPTIONS
@@ -222,6 +224,13 @@ def _modalities(option: str, value: dict) -> dict[str, Modality]:
         raise ConfigurationError(f'Option "{option}": {exc}') from None
 
 
+def _worklists(option: str, value: dict) -> WorklistsSettings:
+    try:
+        return parse_worklists_option(value)
+    except ValueError as exc:
+        raise ConfigurationError(f'Option "{option}": {exc}') from None
+
+
 def _pdu_length(option: str, value: int) -> int:
     if not 4096 <= value <= 131072:
         raise ConfigurationError(f'Option "{option}" must be between 4096 and 131072, not {value}')
@@ -277,6 +286,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("HttpTimeout", 60, "Timeout, in seconds, of the HTTP requests this server sends."),
     Option("CheckRevisions", False, "Protect metadata and attachments with revisions: modifications must quote "
            "the current one (ETag, If-Match), which detects concurrent writers."),
+    Option("ConcurrentJobs", 2, "Most jobs (archives, transfers...) that run at the same time; 0: as many as the "
+           "processor has cores."),
+    Option("JobsHistorySize", 10, "Finished jobs (Success or Failure) kept for /jobs; 0 forgets them at once."),
+    Option("SaveJobs", True, "Save the jobs into the index, so that they come back after a restart. Leave it false "
+           "when several servers share one index."),
+    Option("MediaArchiveSize", 1, "ZIP archives made by asynchronous jobs and kept for download; the least "
+           "recently used goes first.", _positive),
+    Option("SynchronousZipStream", True, "Send the ZIP archives of synchronous requests while they are made; false: "
+           "make the whole file first, then send it."),
+    Option("TemporaryDirectory", None, "Folder of large temporary files (the archives of jobs); the system's when "
+           "unset.", _path, "/tmp/isengard"),
     Option("DicomAet", "ORTHANC", "Application Entity Title of the DICOM server (16 characters at most).", _aet),
     Option("DicomPort", 4242, "TCP port of the DICOM server.", _port),
     Option("DicomServerEnabled", True, "Run the DICOM server (C-ECHO, C-STORE...) on DicomPort."),
@@ -303,10 +323,34 @@ OPTIONS: tuple[Option, ...] = (
     Option("UnknownSopClassAccepted", False, "Accept C-STORE of SOP classes that the DICOM standard does not name."),
     Option("DicomEchoChecksFind", False, "Follow the C-ECHO of /modalities/{id}/echo by a C-FIND, to check that the "
            "node answers queries too."),
+    Option("SynchronousCMove", True, "Serve each C-MOVE request within its association. Accepted for Orthanc's "
+           "sake: false (a job per C-MOVE) is not available yet and behaves as true."),
+    Option("DicomTlsEnabled", False, "Every association of the DICOM server is DICOM TLS (needs the three "
+           "DicomTls* files below)."),
+    Option("DicomTlsCertificate", None, "PEM certificate of Isengard, for the DICOM server and for the modalities "
+           'with "UseDicomTls". A relative path starts from the working directory.', example="isengard.crt"),
+    Option("DicomTlsPrivateKey", None, "PEM private key (without password) of DicomTlsCertificate.",
+           example="isengard.key"),
+    Option("DicomTlsTrustedCertificates", None, "PEM certificates that the remote nodes' certificates must be "
+           "signed by (or be), for the server and for the associations Isengard opens.", example="trusted.crt"),
+    Option("DicomTlsRemoteCertificateRequired", True, "Refuse TLS clients of the DICOM server that present no "
+           "certificate (a certificate presented is always checked)."),
     Option("DefaultEncoding", "Latin1", "Character set assumed for DICOM files without SpecificCharacterSet, also "
            "used in C-FIND answers. One of: " + ", ".join(sorted(ENCODINGS)) + ".", _encoding),
     Option("LimitFindResults", 0, "Most answers to a C-FIND at the patient, study or series level (0: no limit)."),
     Option("LimitFindInstances", 0, "Most answers to a C-FIND at the instance level (0: no limit)."),
+    Option("QueryRetrieveSize", 100, "Most queries of /modalities/{id}/query kept in memory for /queries; the "
+           "least recently used goes first.", _positive),
+    Option("CaseSensitivePN", False, "Match the person names (PN) of C-FIND queries with their case. The other "
+           "values always match with their case; by default names match without it, unlike DICOM says."),
+    Option("Worklists", {"Enable": False, "Database": "", "FilterIssuerAet": False, "LimitAnswers": 0},
+           "The worklist server (C-FIND on the Modality Worklist Information Model), as Orthanc's worklists plugin: "
+           '"Enable" it to answer from the .wl files of the "Database" folder (read at each query; a relative '
+           'path starts from the working directory); "FilterIssuerAet" only answers the worklists whose '
+           "ScheduledStationAETitle is the caller's AET; \"LimitAnswers\" caps the answers (0: no limit).",
+           _worklists),
+    Option("StorageCommitmentReportsSize", 100, "Most storage commitment reports kept in memory (the least "
+           "recently used go first).", _positive),
     Option("Dictionary", {}, 'DICOM tags to add to the dictionary, as { "gggg,eeee" : [ "VR", "Name", minimum '
            'multiplicity, maximum multiplicity (0: any), "private creator" ] }; the last three are optional.'),
     Option("UserMetadata", {}, 'Names of user-defined metadata, as { "Name" : number }, each number being '
@@ -356,6 +400,12 @@ class Configuration:
     keep_alive: bool
     http_timeout: int
     check_revisions: bool
+    concurrent_jobs: int
+    jobs_history_size: int
+    save_jobs: bool
+    media_archive_size: int
+    synchronous_zip_stream: bool
+    temporary_directory: Path | None
     dicom_aet: str
     dicom_port: int
     dicom_server_enabled: bool
@@ -375,9 +425,19 @@ class Configuration:
     dicom_threads_count: int
     unknown_sop_class_accepted: bool
     dicom_echo_checks_find: bool
+    synchronous_c_move: bool
+    dicom_tls_enabled: bool
+    dicom_tls_certificate: str | None
+    dicom_tls_private_key: str | None
+    dicom_tls_trusted_certificates: str | None
+    dicom_tls_remote_certificate_required: bool
     default_encoding: str
     limit_find_results: int
     limit_find_instances: int
+    query_retrieve_size: int
+    case_sensitive_pn: bool
+    worklists: WorklistsSettings
+    storage_commitment_reports_size: int
     dictionary: dict[str, Any]
     user_metadata: dict[str, int]
     user_content_type: dict[str, tuple[int, str]]

@@ -1,6 +1,7 @@
 """The running server's parts, shared by the REST API, the DICOM network and scripting."""
 
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,10 @@ from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, Resource
 from .index.index import DeletedResource
 from .ingest import IngestPipeline
+from .jobs import IndexJobsStore, JobsEngine
+from .network.commitment import CommitmentReports
 from .network.modalities import ModalityRegistry
+from .network.queries import QueryRegistry
 from .network.scp import DicomServer
 from .storage import ContentType, StorageArea
 from .storage.area import FileInfo
@@ -71,7 +75,16 @@ class Isengard:
             default_encoding=config.default_encoding,
         )
         self.modalities = ModalityRegistry(config.dicom_modalities, config.strict_aet_comparison)
+        self.queries = QueryRegistry(config.query_retrieve_size)  # /modalities/{id}/query, /queries
+        self.commitment_reports = CommitmentReports(config.storage_commitment_reports_size)  # /storage-commitment
         self.dicom_server = DicomServer(self)  # started with the HTTP server (cli.serve)
+        self.jobs = JobsEngine(
+            self,
+            threads=config.concurrent_jobs or os.cpu_count() or 1,
+            history_size=config.jobs_history_size,
+            output_capacity=config.media_archive_size,
+            store=IndexJobsStore(self.index) if config.save_jobs else None,
+        )
 
     def delete(self, resource: Resource) -> DeletedResource:
         """Delete a resource with Orthanc's cascade; its files go once the index has forgotten them."""
@@ -108,4 +121,5 @@ class Isengard:
 
     def close(self) -> None:
         self.dicom_server.stop()
+        self.jobs.close()
         self.index.close()

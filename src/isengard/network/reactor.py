@@ -88,20 +88,43 @@ class _Checkpoint:
 
 
 class _DulWaker:
-    """A socket pair: writing to one end makes the DUL thread's select() return."""
+    """A socket pair: writing to one end makes the DUL thread's select() return. Only a DUL about
+    to wait is woken: a byte for every PDU queued (each C-FIND answer is one) would cost a system
+    call, and the GIL it hands over, for nothing while the DUL thread is busy anyway."""
 
-    def __init__(self) -> None:
+    def __init__(self, pending: queue.Queue):
         self.reader, self._writer = socket.socketpair()
         self.reader.setblocking(False)
         self._writer.setblocking(False)
+        self._pending = pending
+        self._waiting = False
 
     def wake(self) -> None:
+        # Called after the put: either the DUL, raising its flag first, then sees the primitive
+        # in its queue, or this sees the flag.
+        if not self._waiting:
+            return
         try:
             self._writer.send(b"\0")
         except (BlockingIOError, OSError):
             pass  # the buffer is full (a wake-up is pending anyway), or the DUL has ended
 
-    def drain(self) -> None:
+    def wait(self, transport: socket.socket | None) -> None:
+        self._waiting = True
+        try:
+            if self._pending.qsize():
+                return
+            watched = [self.reader] if transport is None else [self.reader, transport]
+            try:
+                readable, _, _ = select.select(watched, [], [], TIMER_RESOLUTION)
+            except (OSError, ValueError):
+                return  # the socket has closed: the reactor's next look reports it
+        finally:
+            self._waiting = False
+        if self.reader in readable:
+            self._drain()
+
+    def _drain(self) -> None:
         try:
             while self.reader.recv(4096):
                 pass
@@ -114,17 +137,10 @@ class _DulWaker:
 
 
 def _wait_for_dul_work(dul: DULServiceProvider) -> None:
-    waker: _DulWaker = dul._isengard_waker
     transport = dul.socket.socket if dul.socket is not None else None
     if isinstance(transport, ssl.SSLSocket) and transport.pending():
         return  # decrypted bytes wait in the SSL buffer, where select() cannot see them
-    watched = [waker.reader] if transport is None else [waker.reader, transport]
-    try:
-        readable, _, _ = select.select(watched, [], [], TIMER_RESOLUTION)
-    except (OSError, ValueError):
-        return  # the socket has closed: the reactor's next look reports it
-    if waker.reader in readable:
-        waker.drain()
+    dul._isengard_waker.wait(transport)
 
 
 def _wait_for_association_work(assoc: Association) -> None:
@@ -158,8 +174,8 @@ def _with_wake_ups(init: Any) -> Any:
             # an answer off the queue before the caller does.
             self.dimse.msg_queue = _WakingQueue(wake.set)
             self.dul.to_user_queue = _WakingQueue(wake.set)
-        waker = self.dul._isengard_waker = _DulWaker()
-        self.dul.to_provider_queue = _WakingQueue(waker.wake)
+        self.dul.to_provider_queue = _WakingQueue(lambda: self.dul._isengard_waker.wake())
+        self.dul._isengard_waker = _DulWaker(self.dul.to_provider_queue)
 
     return __init__
 

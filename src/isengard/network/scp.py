@@ -9,6 +9,7 @@ the association, as Orthanc does.
 """
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,12 +23,18 @@ from ..errors import IsengardError
 from ..ingest import Origin
 from . import commands, reactor
 from .access import AccessControl
+from .commitment import N_ACTION_SYNTAXES, N_EVENT_REPORT_SYNTAXES, serve_commitment_report, serve_commitment_request
 from .files import file_header
 from .modalities import Request
 from .presentation import AcceptedSyntaxes, configured_transfer_syntaxes
+from .query import FIND_SYNTAXES, handle_find
+from .retrieve import GET_SYNTAXES, MOVE_SYNTAXES, serve_get, serve_move, with_requested_roles
 from .tcp import TCP_NODELAY_HANDLER
+from .tls import TLS_HANDSHAKE_HANDLER, DicomTls
+from .worklists import WORKLIST_SYNTAXES, serve_worklist_find, worklists_enabled
 
 if TYPE_CHECKING:
+    from ..config import Configuration
     from ..server import Isengard
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,9 @@ OUT_OF_RESOURCES = 0xA700  # Orthanc's answer to any instance it could not store
 # Association rejections (PS3.8 9.3.4): permanent, by the service user, for this reason.
 REJECTED_PERMANENT, SERVICE_USER = 0x01, 0x01
 CALLING_AET_NOT_RECOGNIZED, CALLED_AET_NOT_RECOGNIZED = 0x03, 0x07
+# Connections served at once, established or not: a bound on threads (two per connection), high
+# enough that idle or probing connections never keep a modality out (DicomThreadsCount does that).
+MAXIMUM_ASSOCIATIONS = 200
 
 # pynetdicom would otherwise format a log record of every PDU and DIMSE message it handles.
 _config.LOG_HANDLER_LEVEL = "none"
@@ -69,11 +79,13 @@ Handler = Callable[["DicomServer", evt.Event, Peer], Any]
 class Service:
     """A DIMSE service: the pynetdicom event it answers, its handler (which returns what pynetdicom
     expects of a handler of that event), and the operation each of its abstract syntaxes is, for
-    access control. C-STORE's abstract syntaxes are the storage SOP classes (see AcceptedSyntaxes)."""
+    access control. C-STORE's abstract syntaxes are the storage SOP classes (see AcceptedSyntaxes).
+    Services of one event (C-FIND of queries and of worklists) are told apart by abstract syntax."""
 
     event: evt.InterventionEvent
     handle: Handler
     syntaxes: Mapping[str, Request] = field(default_factory=dict)
+    enabled: Callable[["Configuration"], bool] = lambda _config: True  # else its syntaxes are refused
 
     def request(self, abstract_syntax: str) -> Request:
         return self.syntaxes.get(abstract_syntax, Request.STORE)
@@ -99,8 +111,20 @@ def _store(server: "DicomServer", event: evt.Event, peer: Peer) -> int:
 SERVICES: tuple[Service, ...] = (
     Service(evt.EVT_C_ECHO, _echo, {Verification: Request.ECHO}),
     Service(evt.EVT_C_STORE, _store),
+    Service(evt.EVT_C_FIND, handle_find, FIND_SYNTAXES),
+    Service(evt.EVT_C_MOVE, serve_move, MOVE_SYNTAXES),
+    Service(evt.EVT_C_GET, serve_get, GET_SYNTAXES),
+    Service(evt.EVT_C_FIND, serve_worklist_find, WORKLIST_SYNTAXES, worklists_enabled),
+    Service(evt.EVT_N_ACTION, serve_commitment_request, N_ACTION_SYNTAXES),
+    Service(evt.EVT_N_EVENT_REPORT, serve_commitment_report, N_EVENT_REPORT_SYNTAXES),
 )
-SERVED_SYNTAXES = tuple(syntax for service in SERVICES for syntax in service.syntaxes)
+
+
+def _services_by_event() -> dict[evt.InterventionEvent, list[Service]]:
+    grouped: dict[evt.InterventionEvent, list[Service]] = {}
+    for service in SERVICES:
+        grouped.setdefault(service.event, []).append(service)
+    return grouped
 
 
 class DicomServer:
@@ -112,21 +136,40 @@ class DicomServer:
         self.enabled = config.dicom_server_enabled
         self.syntaxes = AcceptedSyntaxes(configured_transfer_syntaxes(config.raw), config.unknown_sop_class_accepted)
         self.access = AccessControl.from_config(config, isengard.modalities)
+        self.served_syntaxes = tuple(
+            syntax for service in SERVICES if service.enabled(config) for syntax in service.syntaxes
+        )
+        # As Orthanc's DicomThreadsCount: associations beyond it wait for one to end (not refused).
+        self._slots = threading.BoundedSemaphore(config.dicom_threads_count)
         self._server: ThreadedAssociationServer | None = None
 
     def start(self) -> None:
+        """Raises ConfigurationError, naming the option and the file, if a DicomTls* file is missing or bad."""
+        config = self.isengard.config
+        tls = DicomTls.from_config(config)
+        if tls.configured:
+            tls.client_context()  # as Orthanc, check the files at start-up, even for the client only
         if not self.enabled or self._server is not None:
             return
-        config = self.isengard.config
+        ssl_context = tls.server_context(config.dicom_scp_timeout or None) if config.dicom_tls_enabled else None
         ae = AE(config.dicom_aet)
         ae.maximum_pdu_size = config.maximum_pdu_length
-        ae.maximum_associations = config.dicom_threads_count
+        ae.maximum_associations = MAXIMUM_ASSOCIATIONS
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = config.dicom_scp_timeout
         ae.add_supported_context(Verification)  # a placeholder: each association gets its own contexts
-        handlers: list = [TCP_NODELAY_HANDLER, (evt.EVT_REQUESTED, self._negotiate)]
-        handlers += [(service.event, self._serve, [service]) for service in SERVICES]
-        self._server = ae.start_server(("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers)
-        log.warning("DICOM server listening on port %d with AET %s", config.dicom_port, config.dicom_aet)
+        handlers: list = [
+            TCP_NODELAY_HANDLER, (evt.EVT_REQUESTED, self._negotiate), (evt.EVT_CONN_CLOSE, self._release_slot)
+        ]
+        handlers += [(event, self._serve, [services]) for event, services in _services_by_event().items()]
+        if ssl_context:
+            handlers.append(TLS_HANDSHAKE_HANDLER)
+        self._server = ae.start_server(
+            ("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers, ssl_context=ssl_context
+        )
+        log.warning(
+            "DICOM server listening on port %d with AET %s%s",
+            config.dicom_port, config.dicom_aet, " (DICOM TLS)" if ssl_context else "",
+        )
 
     def stop(self) -> None:
         if self._server is not None:
@@ -144,12 +187,23 @@ class DicomServer:
             assoc.acse.send_reject(REJECTED_PERMANENT, SERVICE_USER, reason)
             assoc.kill()  # waits until the rejection is sent, as pynetdicom's own rejections do
             return
+        self._slots.acquire()  # until an association ends, if DicomThreadsCount are under way
+        assoc.holds_slot = True
+        assoc.dul._idle_timer.restart()  # the time spent waiting is not the peer's idleness
         requested = [context.abstract_syntax for context in assoc.requestor.get_contexts("pcdl")]
-        assoc.acceptor.supported_contexts = self.syntaxes.contexts_for(requested, SERVED_SYNTAXES)
+        contexts = self.syntaxes.contexts_for(requested, self.served_syntaxes)
+        assoc.acceptor.supported_contexts = with_requested_roles(contexts, assoc.requestor.role_selection)
 
-    def _serve(self, event: evt.Event, service: Service) -> Any:
+    def _release_slot(self, event: evt.Event) -> None:
+        if getattr(event.assoc, "holds_slot", False):
+            event.assoc.holds_slot = False
+            self._slots.release()
+
+    def _serve(self, event: evt.Event, services: list[Service]) -> Any:
+        abstract_syntax = event.context.abstract_syntax
+        service = next((s for s in services if abstract_syntax in s.syntaxes), services[0])
         peer = Peer.of(event.assoc)
-        request = service.request(event.context.abstract_syntax)
+        request = service.request(abstract_syntax)
         refusal = self.access.refuse_request(peer.calling_aet, peer.ip, request)
         if refusal is None:
             return service.handle(self, event, peer)

@@ -1,6 +1,7 @@
 """Associations that Isengard opens toward remote modalities (DICOM client, SCU)."""
 
 import logging
+import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, build_context, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
@@ -17,6 +19,7 @@ from ..errors import ErrorCode, IsengardError
 from . import commands, reactor
 from .modalities import Modality
 from .tcp import TCP_NODELAY_HANDLER
+from .tls import DicomTls, TlsError
 
 log = logging.getLogger(__name__)
 reactor.install()
@@ -36,6 +39,10 @@ class NetworkError(IsengardError):
         super().__init__(self.code, details)
 
 
+class NoPresentationContext(NetworkError):
+    """The modality accepted the association but none of the presentation contexts proposed."""
+
+
 class FindUnavailable(NetworkError):
     code = ErrorCode.NO_CFIND_HANDLER
 
@@ -47,10 +54,11 @@ class ScuSettings:
     local_aet: str
     timeout: int  # seconds: connection, negotiation, and each DIMSE exchange
     maximum_pdu_length: int
+    tls: DicomTls = DicomTls()  # toward the modalities with "UseDicomTls"
 
     @classmethod
     def from_config(cls, config: Configuration) -> "ScuSettings":
-        return cls(config.dicom_aet, config.dicom_scu_timeout, config.maximum_pdu_length)
+        return cls(config.dicom_aet, config.dicom_scu_timeout, config.maximum_pdu_length, DicomTls.from_config(config))
 
 
 def _describe(modality: Modality) -> str:
@@ -58,12 +66,14 @@ def _describe(modality: Modality) -> str:
 
 
 def associate(
-    modality: Modality, settings: ScuSettings, contexts: Sequence[PresentationContext], timeout: int = 0
+    modality: Modality, settings: ScuSettings, contexts: Sequence[PresentationContext], timeout: int = 0,
+    *, roles: Sequence[SCP_SCU_RoleSelectionNegotiation] = (), handlers: Sequence[tuple] = (),
 ) -> Association:
     """An established association; NetworkError saying why there is none.
-    The timeout is `timeout`, else the modality's, else DicomScuTimeout."""
+    The timeout is `timeout`, else the modality's, else DicomScuTimeout. `roles` are the SCP/SCU
+    role selections proposed (C-GET), `handlers` more pynetdicom event handlers (its C-STOREs)."""
     connected: list[bool] = []
-    handlers = [TCP_NODELAY_HANDLER, (evt.EVT_CONN_OPEN, lambda _event: connected.append(True))]
+    evt_handlers = [TCP_NODELAY_HANDLER, (evt.EVT_CONN_OPEN, lambda _event: connected.append(True)), *handlers]
     try:
         ae = AE((modality.local_aet or settings.local_aet)[:MAX_AET_LENGTH])  # longer AETs are cut, as in Orthanc
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = (
@@ -71,7 +81,8 @@ def associate(
         )
         assoc = ae.associate(
             modality.host, modality.port, list(contexts), ae_title=modality.aet[:MAX_AET_LENGTH],
-            max_pdu=settings.maximum_pdu_length, evt_handlers=handlers,
+            max_pdu=settings.maximum_pdu_length, evt_handlers=evt_handlers, tls_args=_tls_args(modality, settings),
+            ext_neg=list(roles) or None,
         )
     except ValueError as exc:  # an AET that pynetdicom refuses (empty, forbidden characters)
         raise NetworkError(f"Cannot associate with {_describe(modality)}: {exc}") from None
@@ -82,16 +93,31 @@ def associate(
     if assoc.is_rejected:
         reply = assoc.acceptor.primitive
         raise NetworkError(f"{_describe(modality)} rejected the association ({reply.reason_str if reply else ''})")
-    if not connected:
-        raise NetworkError(f"Cannot open a TCP connection to {_describe(modality)}")
+    if not connected:  # with DICOM TLS, also when the handshake failed
+        transport = "DICOM TLS" if modality.use_dicom_tls else "TCP"
+        raise NetworkError(f"Cannot open a {transport} connection to {_describe(modality)}")
+    reply = assoc.acceptor.primitive
+    if reply is not None and reply.result == 0x00:  # pynetdicom aborts an association without contexts
+        raise NoPresentationContext(f"{_describe(modality)} accepted none of the presentation contexts proposed")
     raise NetworkError(f"{_describe(modality)} aborted the association request, or did not answer it in time")
+
+
+def _tls_args(modality: Modality, settings: ScuSettings) -> tuple[ssl.SSLContext, str] | None:
+    """The files are read for each association: renewed certificates apply without a restart."""
+    if not modality.use_dicom_tls:
+        return None
+    try:
+        return settings.tls.client_context(), modality.host
+    except TlsError as exc:  # a configuration fault, not the client's: Orthanc answers 500
+        raise IsengardError(exc.code, f"DICOM TLS toward {_describe(modality)}: {exc}", http_status=500) from None
 
 
 @contextmanager
 def association(
-    modality: Modality, settings: ScuSettings, contexts: Sequence[PresentationContext], timeout: int = 0
+    modality: Modality, settings: ScuSettings, contexts: Sequence[PresentationContext], timeout: int = 0,
+    *, roles: Sequence[SCP_SCU_RoleSelectionNegotiation] = (), handlers: Sequence[tuple] = (),
 ) -> Iterator[Association]:
-    assoc = associate(modality, settings, contexts, timeout)
+    assoc = associate(modality, settings, contexts, timeout, roles=roles, handlers=handlers)
     try:
         yield assoc
     finally:

@@ -5,11 +5,17 @@ from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
 
 from ..server import Isengard
-from . import find, instances, metadata, modalities, resources, system, tags, tools
+from . import (
+    archives, find, instances, jobs, metadata, modalities, queries, resources, sending, system, tags, tools,
+)
+from . import commitment, worklists
 from .errors import HANDLERS
 from .security import AccessControl
 
-ROUTE_MODULES = (system, instances, resources, metadata, tags, find, tools, modalities)
+ROUTE_MODULES = (
+    system, instances, resources, metadata, tags, find, tools, modalities, sending, queries, jobs, archives,
+    worklists, commitment,
+)
 
 
 def create_app(isengard: Isengard) -> Starlette:
