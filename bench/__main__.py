@@ -2,79 +2,57 @@
 
 Each server runs alone (never both at once), on fresh storage: a first instance for
 the single-client ingest, a second one for the multi-client ingest, then the find
-queries on the data that second ingest stored.
+queries on the data that second ingest stored; then the DICOM network's servers (network.py).
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
-from . import dataset, servers
-from .client import Client
+from . import dataset, network_data, servers
 from .find import measure_find
 from .ingest import ingest
+from .network import NetworkData, measure_network, missing_tools
 from .profile import sampling, summary
-from .report import Results
-from .servers import Server
+from .report import Results, progress
+from .servers import Server, ServerFactory, running
 
 RESULTS = Path(__file__).parent / "results"
-ServerFactory = Callable[[Path], Server]
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=4, help="client threads of the concurrent ingest (4)")
-    parser.add_argument("--queries", type=int, default=200, help="find queries per kind and Expand value (200)")
+    parser.add_argument("--threads", type=int, default=4,
+                        help="client threads of the concurrent REST ingest, associations of the concurrent C-STORE (4)")
+    parser.add_argument("--queries", type=int, default=200,
+                        help="find queries per kind and Expand value, C-FIND queries per kind (200)")
     parser.add_argument("--skip-orthanc", action="store_true", help="measure Isengard only")
+    parser.add_argument("--skip-network", action="store_true",
+                        help="leave out the DICOM network (C-STORE, C-FIND, C-MOVE)")
     parser.add_argument("--profile", action="store_true",
                         help="afterwards, sample an extra single-client ingest of Isengard with py-spy")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json", help="JSON results file")
     return parser.parse_args(argv)
 
 
-@contextmanager
-def running(factory: ServerFactory, folder: Path) -> Iterator[Server]:
-    folder.mkdir(parents=True)
-    server = factory(folder).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def get_json(server: Server, path: str) -> Any:
-    client = Client(server.port)
-    try:
-        status, body = client.request("GET", path)
-    finally:
-        client.close()
-    if status != 200:
-        raise RuntimeError(f"{server.product}: GET {path} answered HTTP {status}")
-    return json.loads(body)
-
-
 def check_hierarchy(server: Server, shape: dataset.DatasetShape) -> None:
     """The finds are only comparable if both servers hold the whole data set, grouped alike."""
-    counts = {level: len(get_json(server, f"/{level}")) for level in ("patients", "studies", "series")}
+    counts = {level: len(server.get_json(f"/{level}")) for level in ("patients", "studies", "series")}
     expected = {"patients": shape.patients, "studies": shape.studies, "series": shape.series}
     if counts != expected:
         raise RuntimeError(f"{server.product} holds {counts} after the ingest, expected {expected}")
 
 
 def measure(product: str, factory: ServerFactory, instances: list[tuple[int, bytes]], shape: dataset.DatasetShape,
-            args: argparse.Namespace, folder: Path, results: Results) -> str:
+            network: NetworkData | None, args: argparse.Namespace, folder: Path, results: Results) -> str:
     """Every figure of one server; returns its version."""
     with running(factory, folder / "single-client") as server:
-        version = get_json(server, "/system")["Version"]
+        version = server.get_json("/system")["Version"]
         results.record("RSS after start", "MiB", "lower", product, server.rss_mib())
         measure_ingest(server, instances, 1, results)
         results.record("peak RSS, 1-thread ingest", "MiB", "lower", product, server.peak_rss_mib())
@@ -83,6 +61,8 @@ def measure(product: str, factory: ServerFactory, instances: list[tuple[int, byt
         check_hierarchy(server, shape)
         measure_finds(server, shape, args.queries, results)
         results.record(f"peak RSS, {args.threads}-thread ingest + find", "MiB", "lower", product, server.peak_rss_mib())
+    if network:
+        measure_network(factory, network, args.threads, args.queries, folder / "network", results)
     return version
 
 
@@ -112,16 +92,24 @@ def profile_isengard_ingest(instances: list[tuple[int, bytes]], folder: Path) ->
     return RESULTS / "isengard-ingest-profile.txt"
 
 
+def network_data_unless_skipped(args: argparse.Namespace) -> NetworkData | None:
+    if args.skip_network:
+        print("DICOM network skipped (--skip-network).")
+        return None
+    if missing := missing_tools():
+        print(f"DICOM network skipped: DCMTK's {', '.join(missing)} not installed.")
+        return None
+    cache = RESULTS / "dataset"
+    return NetworkData(dataset.files(dataset.DatasetShape(), cache), network_data.study_list(cache),
+                       network_data.moved_study(cache))
+
+
 def warn_if_busy() -> float:
     """The 1-minute load average: other work on the machine skews every figure."""
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1) / 2:
         print(f"Warning: load average {load:.1f} on {os.cpu_count()} CPUs; the figures will be noisy.")
     return load
-
-
-def progress(product: str, message: str) -> None:
-    print(f"[{product}] {message}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         products["Orthanc"] = servers.orthanc
 
+    network = network_data_unless_skipped(args)
     load = warn_if_busy()
     results = Results()
     versions = {}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="isengard-bench-") as scratch:
         for product, factory in products.items():
-            versions[product] = measure(product, factory, instances, shape, args, Path(scratch) / product, results)
+            versions[product] = measure(product, factory, instances, shape, network, args, Path(scratch) / product,
+                                        results)
         profile = profile_isengard_ingest(instances, Path(scratch)) if args.profile else None
     results.flag_mismatched_finds()
 
@@ -150,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(instances)} CT instances ({sum(len(d) for _, d in instances) / len(instances) / 1024:.1f} KiB each), "
           f"{shape.studies} studies, {shape.series} series, {shape.patients} patients; "
           f"servers run one after the other on fresh storage.")
+    if network:
+        print(f"C-FIND over {len(network.study_list):,} one-instance studies; C-MOVE of a "
+              f"{len(network.moved_study)}-instance study to storescp.")
     print(results.table(list(products)))
     results.write_json(args.output, {
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -159,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {"instances": len(instances), "studies": shape.studies, "series": shape.series,
                     "patients": shape.patients, "name": shape.name},
         "versions": {"isengard_package": metadata.version("isengard"), **versions},  # /system "Version"
-        "options": {"threads": args.threads, "queries": args.queries},
+        "network_data": network and {"study_list": len(network.study_list), "moved_study": len(network.moved_study)},
+        "options": {"threads": args.threads, "queries": args.queries, "skip_network": args.skip_network},
         "profile": str(profile) if profile else None,
     })
     print(f"\nWritten to {args.output}")

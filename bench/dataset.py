@@ -8,8 +8,10 @@ find benchmark are drawn from `patients()` and `study_dates()`, which is why the
 import random
 import uuid
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -21,7 +23,7 @@ BODY_PARTS = ("CHEST", "ABDOMEN", "HEAD", "PELVIS")
 SERIES_KINDS = ("Topogram", "Axial 5mm", "Axial 1mm", "Coronal MPR")
 FIRST_STUDY_DATE = date(2015, 1, 1)
 STUDY_DATE_SPAN_DAYS = 10 * 365
-ROWS = COLUMNS = 64
+ROWS = 64  # and as many columns
 UID_NAMESPACE = uuid.UUID("5f1c9a52-7d3e-4c4b-9a8e-2b0d6e1f3a77")  # of this benchmark
 
 
@@ -77,22 +79,23 @@ def study_dates(shape: DatasetShape) -> list[date]:
     return [study_date(s) for s in range(shape.studies)]
 
 
-def pixel_data(seed: int) -> bytes:
-    """A 12-bit CT-like slice: a disc of soft tissue in air, with a little noise."""
+def pixel_data(seed: int, size: int = ROWS) -> bytes:
+    """A 12-bit CT-like slice of size x size pixels: a disc of soft tissue in air, with a little noise."""
     rng = random.Random(seed)
-    centre, radius2 = ROWS / 2, (ROWS * 0.4) ** 2
+    centre, radius2 = size / 2, (size * 0.4) ** 2
     values = array(
         "h",
         (
             (1064 if (r - centre) ** 2 + (c - centre) ** 2 < radius2 else 24) + rng.randrange(16)
-            for r in range(ROWS)
-            for c in range(COLUMNS)
+            for r in range(size)
+            for c in range(size)
         ),
     )
     return values.tobytes()  # little endian on every platform Orthanc and Isengard run on
 
 
-def ct_instance(patient: int, study: int, series: int, instance: int, pixels: bytes) -> Dataset:
+def ct_instance(patient: int, study: int, series: int, instance: int, pixels: bytes, size: int = ROWS) -> Dataset:
+    """One slice; `pixels` holds size x size values."""
     day = study_date(study)
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 100"
@@ -134,7 +137,7 @@ def ct_instance(patient: int, study: int, series: int, instance: int, pixels: by
     ds.SliceLocation = f"{z:.1f}"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = ROWS, COLUMNS
+    ds.Rows = ds.Columns = size
     ds.PixelSpacing = ["5.0", "5.0"]
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
     ds.PixelRepresentation = 1
@@ -155,7 +158,6 @@ def file_meta(ds: Dataset) -> FileMetaDataset:
 
 
 def generate(shape: DatasetShape, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     slices = [pixel_data(seed) for seed in range(shape.instances_per_series)]  # the same anatomy in every series
     study = 0
     for patient in range(shape.patients):
@@ -165,13 +167,24 @@ def generate(shape: DatasetShape, folder: Path) -> None:
                     ds = ct_instance(patient, study, series, instance, slices[instance])
                     ds.save_as(folder / f"{study:04d}-{series:02d}-{instance:03d}.dcm", enforce_file_format=True)
             study += 1
-    (folder / "COMPLETE").touch()  # an interrupted generation is redone
+
+
+def cached(folder: Path, generate: Callable[[Path], None], description: str) -> list[Path]:
+    """The DICOM files of `folder`, sorted by name; `generate` writes them there on first use."""
+    if not (folder / "COMPLETE").exists():
+        print(f"Generating {description} in {folder} ...", flush=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        generate(folder)
+        (folder / "COMPLETE").touch()  # an interrupted generation is redone
+    return sorted(folder.glob("*.dcm"))
+
+
+def files(shape: DatasetShape, cache: Path) -> list[tuple[int, Path]]:
+    """Every instance as (study index, file path), in study order; generated on first use."""
+    paths = cached(cache / shape.name, partial(generate, shape), f"{shape.instances} instances")
+    return [(int(path.name[:4]), path) for path in paths]
 
 
 def load(shape: DatasetShape, cache: Path) -> list[tuple[int, bytes]]:
     """Every instance as (study index, file bytes), in study order; generated on first use."""
-    folder = cache / shape.name
-    if not (folder / "COMPLETE").exists():
-        print(f"Generating {shape.instances} instances in {folder} ...", flush=True)
-        generate(shape, folder)
-    return [(int(path.name[:4]), path.read_bytes()) for path in sorted(folder.glob("*.dcm"))]
+    return [(study, path.read_bytes()) for study, path in files(shape, cache)]

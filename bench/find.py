@@ -1,4 +1,5 @@
-"""`/tools/find` latency at the study level, for three typical C-FIND-like queries."""
+"""`/tools/find` latency at the study level, for three typical C-FIND-like queries (their makers
+serve the C-FIND benchmark too)."""
 
 import json
 import random
@@ -6,7 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
 
 from .client import Client
 from .dataset import DatasetShape, patients, study_dates
@@ -16,6 +17,8 @@ SERIES_BUDGET_S = 30  # bounds the run even if a server is pathologically slow
 UNSUPPORTED = (404, 405)  # /tools/find not implemented (yet)
 
 Query = dict[str, str]
+QueryMaker = Callable[[random.Random], Query]
+NamePatterns = Callable[[str, str], tuple[str, ...]]  # (surname, given name) -> PatientName wildcards
 
 
 @dataclass
@@ -42,9 +45,15 @@ class FindSeries:
         return statistics.fmean(self.matches) if self.matches and not self.error else None
 
 
-def query_makers(shape: DatasetShape) -> dict[str, Callable[[random.Random], Query]]:
-    known = patients(shape)
-    dates = study_dates(shape)
+def rest_name_patterns(surname: str, given: str) -> tuple[str, ...]:
+    return f"{surname[:3]}*", f"*^{given}*", f"{surname[0]}*{given[-1]}*"
+
+
+def query_makers(
+    known: list[tuple[str, str]], dates: list[date], range_days: int, name_patterns: NamePatterns
+) -> dict[str, QueryMaker]:
+    """The kinds of query: `known` (PatientID, PatientName) pairs and study `dates` to draw from,
+    the length of the StudyDate range, and the PatientName wildcards built from a surname and a given name."""
     first, last = min(dates), max(dates)
 
     def by_patient_id(rng: random.Random) -> Query:
@@ -52,11 +61,11 @@ def query_makers(shape: DatasetShape) -> dict[str, Callable[[random.Random], Que
 
     def by_patient_name(rng: random.Random) -> Query:
         surname, given = rng.choice(known)[1].split("^")[:2]
-        return {"PatientName": rng.choice((f"{surname[:3]}*", f"*^{given}*", f"{surname[0]}*{given[-1]}*"))}
+        return {"PatientName": rng.choice(name_patterns(surname, given))}
 
     def by_study_date(rng: random.Random) -> Query:
         start = first + timedelta(days=rng.randrange((last - first).days))
-        return {"StudyDate": f"{start:%Y%m%d}-{start + timedelta(days=365):%Y%m%d}"}
+        return {"StudyDate": f"{start:%Y%m%d}-{start + timedelta(days=range_days):%Y%m%d}"}
 
     return {
         "PatientID exact": by_patient_id,
@@ -65,26 +74,31 @@ def query_makers(shape: DatasetShape) -> dict[str, Callable[[random.Random], Que
     }
 
 
+def draw(make: QueryMaker, count: int, seed: str) -> list[Query]:
+    """`count` queries of one kind; the same `seed` gives the same queries on every server."""
+    rng = random.Random(seed)
+    return [make(rng) for _ in range(count)]
+
+
 def measure_find(port: int, shape: DatasetShape, queries: int, seed: int = 1) -> list[FindSeries]:
     """Every kind of query, without then with Expand; the same random queries on every server."""
+    makers = query_makers(patients(shape), study_dates(shape), 365, rest_name_patterns)
     client = Client(port)
     try:
         return [
-            _measure_series(client, kind, make, expand, queries, random.Random(f"{seed}-{kind}"))
-            for kind, make in query_makers(shape).items()
+            _measure_series(client, kind, expand, draw(make, WARM_UP_QUERIES + queries, f"{seed}-{kind}"))
+            for kind, make in makers.items()
             for expand in (False, True)
         ]
     finally:
         client.close()
 
 
-def _measure_series(
-    client: Client, kind: str, make: Callable[[random.Random], Query], expand: bool, count: int, rng: random.Random
-) -> FindSeries:
+def _measure_series(client: Client, kind: str, expand: bool, queries: list[Query]) -> FindSeries:
     series = FindSeries(kind, expand)
     deadline = time.monotonic() + SERIES_BUDGET_S
-    for i in range(WARM_UP_QUERIES + count):
-        body = {"Level": "Study", "Query": make(rng), "Expand": expand}
+    for i, query in enumerate(queries):
+        body = {"Level": "Study", "Query": query, "Expand": expand}
         began = time.perf_counter()
         status, answer = client.post_json("/tools/find", body)
         elapsed_ms = (time.perf_counter() - began) * 1000

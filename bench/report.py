@@ -63,6 +63,10 @@ class Results:
         path.write_text(json.dumps(document, indent=2) + "\n")
 
 
+def progress(product: str, message: str) -> None:
+    print(f"[{product}] {message}", flush=True)
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return "n/a"

@@ -8,7 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from .client import Client
 
 ORTHANC = "/usr/sbin/Orthanc"
 START_TIMEOUT_S = 60
@@ -24,32 +29,36 @@ def orthanc_binary() -> str | None:
     return shutil.which("Orthanc") or (ORTHANC if os.path.exists(ORTHANC) else None)
 
 
-def configuration(name: str, folder: Path) -> dict:
-    """Orthanc's defaults, spelled out where they matter to the figures; both servers keep
-    their index in the storage folder (no IndexDirectory)."""
+def configuration(name: str, folder: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Orthanc's defaults, spelled out where they matter to the figures, then `options`; both
+    servers keep their index in the storage folder (no IndexDirectory)."""
     return {
         "Name": name,
         "StorageDirectory": str(folder / "storage"),
         "HttpPort": free_port(),
         "DicomPort": free_port(),
+        "DicomAet": "ORTHANC",
         "RemoteAccessAllowed": True,
         "AuthenticationEnabled": False,
         "StorageCompression": False,
         "SyncStorageArea": True,
+        **options,
     }
 
 
 class Server:
     """One server process on a fresh, empty storage folder."""
 
-    def __init__(self, product: str, command: list[str], folder: Path):
+    def __init__(self, product: str, command: list[str], folder: Path, options: dict[str, Any]):
         self.product = product
         self.folder = folder
-        self.config = configuration(f"bench-{product}", folder)
+        self.config = configuration(f"bench-{product}", folder, options)
         config_path = folder / "config.json"
         config_path.write_text(json.dumps(self.config, indent=2))
         self.command = [*command, str(config_path)]
         self.port: int = self.config["HttpPort"]
+        self.dicom_port: int = self.config["DicomPort"]
+        self.aet: str = self.config["DicomAet"]
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "Server":
@@ -78,6 +87,16 @@ class Server:
         finally:
             connection.close()
 
+    def get_json(self, path: str) -> Any:
+        client = Client(self.port)
+        try:
+            status, body = client.request("GET", path)
+        finally:
+            client.close()
+        if status != 200:
+            raise RuntimeError(f"{self.product}: GET {path} answered HTTP {status}")
+        return json.loads(body)
+
     @property
     def pid(self) -> int:
         assert self.process is not None
@@ -105,14 +124,28 @@ class Server:
             self.process.wait()
 
 
-def isengard(folder: Path) -> Server:
-    return Server("Isengard", [sys.executable, "-m", "isengard.cli"], folder)
+def isengard(folder: Path, options: dict[str, Any]) -> Server:
+    return Server("Isengard", [sys.executable, "-m", "isengard.cli"], folder, options)
 
 
-def orthanc(folder: Path) -> Server:
+def orthanc(folder: Path, options: dict[str, Any]) -> Server:
     binary = orthanc_binary()
     assert binary is not None
-    return Server("Orthanc", [binary], folder)
+    return Server("Orthanc", [binary], folder, options)
+
+
+ServerFactory = Callable[[Path, dict[str, Any]], Server]
+
+
+@contextmanager
+def running(factory: ServerFactory, folder: Path, options: dict[str, Any] | None = None) -> Iterator[Server]:
+    """A fresh server in the new `folder`, with `options` on top of the common configuration."""
+    folder.mkdir(parents=True)
+    server = factory(folder, options or {}).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _status_kib(pid: int, field: str) -> int:
