@@ -123,3 +123,15 @@ def fresh_isengard(tmp_path) -> Iterator[ServerProcess]:
 
 def orthanc_binary() -> str | None:
     return shutil.which("Orthanc") or (os.path.exists("/usr/sbin/Orthanc") and "/usr/sbin/Orthanc") or None
+
+
+def wait_for_port(port: int) -> None:
+    """Wait until something (a DCMTK peer started in the background) listens on `port`."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")

@@ -14,9 +14,6 @@ import pytest
 from pydicom import Dataset
 from pynetdicom import AE, build_context, build_role, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse_messages import C_GET_RSP, C_MOVE_RSP
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.dsutils import encode
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
@@ -24,11 +21,12 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from conftest import SAMPLES, free_port, running_isengard, sample
-from isengard.network.retrieve import pending_response
+from conftest import SAMPLES, free_port, running_isengard, sample, wait_for_port
 from orthanc import running_orthanc
 from test_dicom_network import TRANSFER_SYNTAX_FILES, ct_copies, dataset_part, dcmtk, read_dataset
-from test_sending import REFUSED_BY_STORESCP, RecordingScp, Storescp, same_values, sent_as_stored, wait_for_port
+from test_sending import (  # and the module's fixtures of the peers
+    REFUSED_BY_STORESCP, RecordingScp, recorder, same_values, sent_as_stored, storescp,
+)
 
 try:  # DICOM TLS needs openssl and a DCMTK built with OpenSSL: test_dicom_tls skips itself without them
     from test_dicom_tls import pki, storescp as tls_storescp, tls_modality, tls_options, with_certificate
@@ -39,20 +37,6 @@ STUDY_MOVE, PATIENT_MOVE = StudyRootQueryRetrieveInformationModelMove, PatientRo
 STUDY_GET, PATIENT_GET = StudyRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelGet
 SUCCESS, PENDING, WARNING, CANCEL = 0x0000, 0xFF00, 0xB000, 0xFE00
 DESTINATION_UNKNOWN, ALL_FAILED = 0xA801, 0xA702
-
-
-@pytest.fixture(scope="module")
-def storescp(tmp_path_factory):
-    peer = Storescp(tmp_path_factory.mktemp("storescp"), "+xa")
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture(scope="module")
-def recorder():
-    peer = RecordingScp()
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +327,7 @@ def test_get_at_the_patient_level(server):
 
 def test_orthanc_and_isengard_move_to_each_other(tmp_path):
     """Orthanc's /modalities/{id}/move asks Isengard to move a study to Orthanc; movescu asks Orthanc
-    to move it back to a fresh Isengard. SynchronousCMove=false is accepted (and runs synchronously)."""
+    to move it back to a fresh Isengard."""
     isengard_port, orthanc_port = free_port(), free_port()
     path = sample("DummyCT.dcm")
     ds = read_dataset(path)
@@ -351,7 +335,7 @@ def test_orthanc_and_isengard_move_to_each_other(tmp_path):
         tmp_path / "orthanc", DicomServerEnabled=True, DicomPort=orthanc_port, DicomAet="REFERENCE",
         DicomModalities={"isengard": ["ISENGARD", "127.0.0.1", isengard_port], "movescu": ["MOVESCU", "127.0.0.1", 1]},
     ) as orthanc, running_isengard(
-        tmp_path / "isengard", DicomPort=isengard_port, DicomAet="ISENGARD", SynchronousCMove=False,
+        tmp_path / "isengard", DicomPort=isengard_port, DicomAet="ISENGARD",
         DicomModalities={"orthanc": ["REFERENCE", "127.0.0.1", orthanc_port]},
     ) as isengard:
         uploaded = isengard.upload(path)
@@ -405,12 +389,3 @@ def test_move_and_store_toward_a_modality_using_dicom_tls(pki, tmp_path):
                 (SUCCESS, (1, 0, 0), None)
             assert isengard.client.post("/modalities/tls/store", content=uploaded["ID"]).status_code == 200
         assert log.read_text().count("Received Store Request") == 2
-
-
-def test_hand_encoded_pending_responses_are_pynetdicoms():
-    for response, message in ((C_MOVE(), C_MOVE_RSP()), (C_GET(), C_GET_RSP())):
-        response.MessageIDBeingRespondedTo, response.AffectedSOPClassUID, response.Status = 7, STUDY_MOVE, PENDING
-        response.NumberOfRemainingSuboperations, response.NumberOfCompletedSuboperations = 3, 1
-        response.NumberOfFailedSuboperations, response.NumberOfWarningSuboperations = 2, 65535
-        message.primitive_to_message(response)
-        assert pending_response(response) == encode(message.command_set, True, True), type(response)

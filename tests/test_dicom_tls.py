@@ -18,7 +18,7 @@ import pytest
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
-from conftest import free_port, running_isengard, sample, stop_process
+from conftest import free_port, running_isengard, sample, stop_process, wait_for_port
 from isengard.errors import ErrorCode, IsengardError
 from isengard.network.modalities import Modality
 from isengard.network.scu import ScuSettings, echo
@@ -72,17 +72,6 @@ def with_certificate(pki: Path, name: str) -> list[str]:
 
 def dcmtk(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=30, env={**os.environ, "TCP_NODELAY": "1"})
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 @contextmanager

@@ -375,16 +375,6 @@ def test_timeout_toward_a_node_that_never_answers(peers):
     assert time.monotonic() - start < 3
 
 
-def test_asynchronous_retrieval_is_refused_until_jobs_exist(peers):
-    query = new_query(peers.isengard.client, "recorder", {"Level": "Study", "Query": {"PatientID": "x"}})
-    for path, body in [(f"/queries/{query}/retrieve", {"Asynchronous": True}),
-                       (f"/queries/{query}/answers/0/retrieve", {"Synchronous": False}),
-                       ("/modalities/recorder/get", {"Level": "Study", "Resources": [], "Asynchronous": True})]:
-        answer = post(peers.isengard.client, path, body)
-        assert (answer.status_code, answer.json()["OrthancStatus"]) == (501, 2)
-        assert "jobs" in answer.json()["Details"]
-
-
 # -- retrieval from Orthanc: C-MOVE into Isengard, C-GET -----------------------------------------------------
 
 

@@ -8,7 +8,6 @@ own transfer syntax whenever the peer accepts it.
 import io
 import json
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,28 +16,19 @@ import pydicom
 import pytest
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
-from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.dsutils import encode
-from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import AllStoragePresentationContexts
 
-from conftest import SAMPLES, free_port, running_isengard, sample, stop_process
+from conftest import SAMPLES, free_port, running_isengard, sample, stop_process, wait_for_port
 from isengard.config import Configuration
 from isengard.dicom.levels import Level
 from isengard.ingest import Origin
 from isengard.network.modalities import Modality
 from isengard.network.sending import (
     MAX_CONTEXTS,
-    MoveOriginator,
     StoredInstance,
     Transfer,
     association_batches,
-    c_store_request,
     dataset_start,
-    pdata_pdus,
-    plain_store_status,
     send_to_modality,
     stored_instances,
 )
@@ -52,17 +42,6 @@ REFUSED_BY_STORESCP = {"1.2.840.10008.1.2.4.57"}  # JPEG lossless, non-hierarchi
 
 
 # -- peers ----------------------------------------------------------------------------------------
-
-
-def wait_for_port(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 class Storescp:
@@ -368,14 +347,6 @@ def test_store_answers_as_orthanc(tmp_path, storescp):
         assert [a.json()["OrthancStatus"] for a in answers] == [9, 9]
 
 
-def test_asynchronous_sending_and_storage_commitment_are_not_available_yet(server):
-    instance = next(iter(instance_ids(server).values()))
-    for options in ({"Asynchronous": True}, {"Synchronous": False}, {"StorageCommitment": True}):
-        answer = server.client.post("/modalities/scp/store", json={"Resources": [instance], **options})
-        assert answer.status_code == 501, options
-        assert answer.json()["OrthancError"] == "Not implemented yet"
-
-
 def test_unreachable_modality(server):
     answer = server.client.post("/modalities/dead/store", content=next(iter(instance_ids(server).values())))
     assert answer.status_code == 500
@@ -449,45 +420,3 @@ def test_dataset_start_walks_the_meta_group():
     for path in TRANSFER_SYNTAX_FILES:
         data = path.read_bytes()
         assert data[dataset_start(data):] == dataset_part(data), path.name
-
-
-def test_hand_encoded_commands_are_pynetdicoms():
-    """The C-STORE requests are encoded, and their responses read, without pynetdicom's DIMSE
-    layer: the bytes must be those pynetdicom writes."""
-    instance = StoredInstance("id", "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", "1.2.840.10008.1.2.1", None)
-    for originator in (None, MoveOriginator("MOVER", 7), MoveOriginator("ODD", 65535)):
-        request = C_STORE()
-        request.MessageID, request.Priority = 9, 0
-        request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = instance.sop_class_uid, instance.sop_instance_uid
-        if originator is not None:
-            request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID = originator
-        request.DataSet = io.BytesIO(b"\0" * 10)
-        message = C_STORE_RQ()
-        message.primitive_to_message(request)
-        assert c_store_request(instance, 9, originator) == encode(message.command_set, True, True), originator
-    response = C_STORE()
-    response.MessageIDBeingRespondedTo, response.Status = 9, 0xB007
-    response.AffectedSOPClassUID, response.AffectedSOPInstanceUID = instance.sop_class_uid, instance.sop_instance_uid
-    message = C_STORE_RSP()
-    message.primitive_to_message(response)
-    [pdata] = list(message.encode_msg(1, 16384))
-    assert plain_store_status(pdata) == 0xB007
-
-
-def test_messages_are_packed_in_pdus_within_the_peers_maximum_length():
-    command, dataset = b"c" * 100, bytes(range(256)) * 100  # 25,600 bytes
-    for max_length in (4096, 16384, 65536, 0):
-        pdus = pdata_pdus(3, command, dataset, max_length)
-        values = [value for pdu in pdus for _context, value in pdu.presentation_data_value_list]
-        assert values[0] == b"\x03" + command
-        assert b"".join(value[1:] for value in values[1:]) == dataset
-        assert [value[0] for value in values[1:]] == [0] * (len(values) - 2) + [2]
-        if max_length:
-            assert all(len(_encoded(pdu)) - 6 <= max_length for pdu in pdus)  # a PDU header is 6 bytes
-    assert len(pdata_pdus(3, command, dataset[:9000], 16384)) == 1  # a small instance: one PDU
-
-
-def _encoded(pdu: P_DATA) -> bytes:
-    encoded = P_DATA_TF()
-    encoded.from_primitive(pdu)
-    return encoded.encode()

@@ -323,8 +323,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("UnknownSopClassAccepted", False, "Accept C-STORE of SOP classes that the DICOM standard does not name."),
     Option("DicomEchoChecksFind", False, "Follow the C-ECHO of /modalities/{id}/echo by a C-FIND, to check that the "
            "node answers queries too."),
-    Option("SynchronousCMove", True, "Serve each C-MOVE request within its association. Accepted for Orthanc's "
-           "sake: false (a job per C-MOVE) is not available yet and behaves as true."),
+    Option("SynchronousCMove", True, "Serve each C-MOVE request within its association; false: queue a job that "
+           "sends the instances, the C-MOVE succeeding at once."),
     Option("DicomTlsEnabled", False, "Every association of the DICOM server is DICOM TLS (needs the three "
            "DicomTls* files below)."),
     Option("DicomTlsCertificate", None, "PEM certificate of Isengard, for the DICOM server and for the modalities "

@@ -28,9 +28,12 @@ class ErrorCode(Enum):
     BAD_JSON = (28, "Cannot parse a JSON document", 400)
     UNAUTHORIZED = (29, "Bad credentials were provided to an HTTP request", 401)
     NOT_ACCEPTABLE = (34, "Cannot send a response which is acceptable according to the Accept HTTP header", 406)
+    CANCELED_JOB = (37, "This job was canceled", 500)
     REVISION = (43, "A bad revision number was provided, which might indicate conflict between multiple writers", 409)
     FORBIDDEN_ACCESS = (2000, "Access to a resource is forbidden", 403)
+    NO_PRESENTATION_CONTEXT = (2015, "DicomUserConnection: No acceptable presentation context for modality", 500)
     NO_CFIND_HANDLER = (2016, "DicomUserConnection: The C-FIND command is not supported by the remote SCP", 500)
+    NO_CMOVE_HANDLER = (2017, "DicomUserConnection: The C-MOVE command is not supported by the remote SCP", 500)
     UNSUPPORTED_MEDIA_TYPE = (3000, "Unsupported media type", 415)
 
     @property

@@ -10,10 +10,10 @@ Submitting: `isengard.jobs.submit(job, priority) -> id` returns at once; `isenga
 priority)` waits and returns the job's content, or raises its error. REST routes with Orthanc's
 "Synchronous"/"Asynchronous"/"Priority" body fields answer through `rest.jobs.answer_job`.
 
-Writing a job type (see archive.py):
+Writing a job type (see archive.py and dicom.py):
 
-    class StoreJob(Job):
-        type_name = "DicomModalityStore"  # the "Type" of /jobs/{id}; registers the class for restoring
+    class ExampleJob(Job):
+        type_name = "Example"  # the "Type" of /jobs/{id}; registers the class for restoring
 
         def start(self): ...         # before the first step of each run (again after a pause or a restart)
         def step(self) -> bool: ...  # one short piece of work; True when all is done; raise IsengardError
@@ -27,7 +27,7 @@ Writing a job type (see archive.py):
         def outputs(self) -> dict: ...     # {key: JobOutput} of a successful job, for /jobs/{id}/{key}
         def serialize(self) -> dict | None: ...  # what from_json needs after a restart; None: not saved
         @classmethod
-        def from_json(cls, data, isengard) -> "StoreJob": ...
+        def from_json(cls, data, isengard) -> "ExampleJob": ...
 
 Pause and cancel take effect between steps, so keep steps short (one instance, one C-MOVE answer...); a
 step blocked in I/O delays them, and the server's stop. Define job types in modules imported at
@@ -35,8 +35,12 @@ start-up (by isengard.server, directly or not): a saved job whose type is unknow
 """
 
 from .archive import ArchiveJob
+from .dicom import RetrieveJob, StoreJob
 from .engine import JobsEngine, TrackedJob
 from .job import Job, JobOutput, JobState, StopReason
 from .persistence import IndexJobsStore
 
-__all__ = ["ArchiveJob", "IndexJobsStore", "Job", "JobOutput", "JobState", "JobsEngine", "StopReason", "TrackedJob"]
+__all__ = [
+    "ArchiveJob", "IndexJobsStore", "Job", "JobOutput", "JobState", "JobsEngine", "RetrieveJob", "StopReason",
+    "StoreJob", "TrackedJob",
+]

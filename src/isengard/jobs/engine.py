@@ -63,20 +63,20 @@ class JobError:
 
     @classmethod
     def restored(cls, status: int, details: str) -> JobError:
-        known = {NO_ERROR.status: NO_ERROR.description, CANCELED.status: CANCELED.description}
-        description = known.get(status) or (_CODES[status].message if status in _CODES else "Unknown error")
-        return cls(status, description, details)
+        if status == NO_ERROR.status:
+            return cls(status, NO_ERROR.description, details)
+        return cls(status, _CODES[status].message if status in _CODES else "Unknown error", details)
 
     def exception(self) -> IsengardError:
         """The error to answer to whoever waited for the job."""
         code = _CODES.get(self.status)
-        if code is None:  # codes that errors.ErrorCode lacks, such as a canceled job's
+        if code is None:  # a code that errors.ErrorCode lacks (from a job saved by another server)
             return IsengardError(ErrorCode.INTERNAL_ERROR, self.description)
         return IsengardError(code, self.details, self.http_status)
 
 
 NO_ERROR = JobError(0, "Success")
-CANCELED = JobError(37, "This job was canceled")
+CANCELED = JobError(ErrorCode.CANCELED_JOB.status, ErrorCode.CANCELED_JOB.message)
 
 
 @dataclass(eq=False)

@@ -444,6 +444,8 @@ class Connection:
             context = self._accepted(model)
             if context is not None:
                 return model, _identifier(keys, self.charset, context.transfer_syntax[0])
+        if operation == "C-MOVE":  # Orthanc's own code and words
+            raise IsengardError(ErrorCode.NO_CMOVE_HANDLER, f"Remote AET is {self.modality.aet}")
         raise NetworkError(f"The {operation} command is not supported by the remote SCP (AET {self.modality.aet})")
 
     def _accepted(self, abstract_syntax: str) -> PresentationContext | None:

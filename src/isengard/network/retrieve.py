@@ -19,15 +19,14 @@ sends the final status once all sub-operations are done). Also unlike Orthanc, a
 destination is answered 0xA801 (DICOM's "move destination unknown", not 0xC000), and a request
 that matches nothing succeeds with no sub-operation (Orthanc: 0xC000). Warnings of the peers are
 counted as warnings (Orthanc counts them as completed). A C-CANCEL ends the sub-operations
-(0xFE00). SynchronousCMove=false is accepted, but C-MOVEs still run synchronously: the job-based
-mode waits for the jobs engine.
+(0xFE00). With SynchronousCMove false, as in Orthanc, a C-MOVE queues a "DicomModalityStore" job
+(priority 0, whatever the request's) and succeeds at once, the instances going later: without
+sub-operations (Orthanc answers one completed).
 """
 
 import functools
 import logging
-import struct
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydicom import Dataset
@@ -37,9 +36,6 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pynetdicom import build_context, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
-from pynetdicom.dimse_primitives import C_GET, C_MOVE
-from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelGet,
@@ -51,16 +47,15 @@ from pynetdicom.sop_class import (
 from ..dicom.levels import Level
 from ..dicom.tags import IDENTIFIER_TAG, PATIENT_ID
 from ..index.find import Constraint, FindQuery, Kind, find
-from .commands import _element, _uid, _us
+from ..jobs.dicom import StoreJob
 from .modalities import Modality, Request
 from .scu import MAX_AET_LENGTH, ScuSettings, _tls_args
 from .sending import (
     InstanceSender,
-    LAST_COMMAND_FRAGMENT,
-    NO_DATA_SET,
     MoveOriginator,
     Reader,
     StoredInstance,
+    StoreOptions,
     SubOperations,
     proposed_contexts,
     storage_reader,
@@ -75,7 +70,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING, CANCEL = 0xFF00, 0xFE00
-COMMAND_FIELDS = {C_MOVE: 0x8021, C_GET: 0x8010}  # of their responses
 SUCCESS = 0x0000
 WARNING = 0xB000  # what pynetdicom counts as a warning among the C-STORE statuses
 LEVELS = {"PATIENT": Level.PATIENT, "STUDY": Level.STUDY, "SERIES": Level.SERIES, "IMAGE": Level.INSTANCE,
@@ -184,50 +178,6 @@ class SubOperationRoute:
         return send_c_store
 
 
-# -- pending responses ---------------------------------------------------------------------------
-
-
-def pending_response(primitive: C_MOVE | C_GET) -> bytes:
-    """The command set of a pending C-MOVE or C-GET response without identifier, encoded by hand
-    (as `commands` encodes C-STORE responses): pynetdicom's encoding costs as much as a C-STORE."""
-    body = b"".join((
-        _element(0x0002, _uid(primitive.AffectedSOPClassUID)),
-        _element(0x0100, _us(COMMAND_FIELDS[type(primitive)])),
-        _element(0x0120, _us(primitive.MessageIDBeingRespondedTo)),
-        _element(0x0800, _us(NO_DATA_SET)),
-        _element(0x0900, _us(PENDING)),
-        _element(0x1020, _us(primitive.NumberOfRemainingSuboperations)),
-        _element(0x1021, _us(primitive.NumberOfCompletedSuboperations)),
-        _element(0x1022, _us(primitive.NumberOfFailedSuboperations)),
-        _element(0x1023, _us(primitive.NumberOfWarningSuboperations)),
-    ))
-    return _element(0x0000, struct.pack("<I", len(body))) + body
-
-
-def _is_plain_pending(primitive: Any) -> bool:
-    return type(primitive) in COMMAND_FIELDS and primitive.Status == PENDING and primitive.Identifier is None
-
-
-@contextmanager
-def plain_pending_responses(assoc: Association) -> Iterator[None]:
-    """Send the pending responses of pynetdicom's C-MOVE or C-GET loop on `assoc` with `pending_response`."""
-    dimse = assoc.dimse
-
-    def send_msg(primitive: Any, context_id: int) -> None:
-        if not _is_plain_pending(primitive) or assoc.get_handlers(evt.EVT_DIMSE_SENT):
-            DIMSEServiceProvider.send_msg(dimse, primitive, context_id)
-            return
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append((context_id, LAST_COMMAND_FRAGMENT + pending_response(primitive)))
-        dimse.dul.send_pdu(pdata)
-
-    dimse.send_msg = send_msg  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del dimse.send_msg
-
-
 def _status_dataset(status: int) -> Dataset:
     """A C-STORE status as `Association.send_c_store` returns it."""
     dataset = Dataset()
@@ -250,10 +200,16 @@ def serve_move(server: "DicomServer", event: evt.Event, peer: "Peer") -> Iterato
         log.error("C-MOVE from %s: unknown move destination %s", peer, request.MoveDestination)
         yield None, None  # pynetdicom answers "move destination unknown" (0xA801)
         return
+    originator = MoveOriginator(peer.calling_aet, request.MessageID)
+    if not isengard.config.synchronous_c_move:
+        job_id = isengard.jobs.submit(StoreJob(isengard, destination, [i.public_id for i in instances],
+                                               StoreOptions(originator=originator), description="C-MOVE"))
+        log.info("C-MOVE from %s: %d instances to %s, in job %s", peer, len(instances), destination.aet, job_id)
+        yield destination.host, destination.port
+        yield 0  # pynetdicom answers success
+        return
     log.info("C-MOVE from %s: %d instances to %s", peer, len(instances), destination.aet)
-    route = SubOperationRoute(
-        storage_reader(isengard), destination.aet, len(instances), MoveOriginator(peer.calling_aet, request.MessageID)
-    )
+    route = SubOperationRoute(storage_reader(isengard), destination.aet, len(instances), originator)
     yield destination.host, destination.port, _association_arguments(server, destination, instances, route)
     yield len(instances)
     yield from _sub_operations(event, route, instances)
@@ -262,12 +218,11 @@ def serve_move(server: "DicomServer", event: evt.Event, peer: "Peer") -> Iterato
 def _sub_operations(event: evt.Event, route: SubOperationRoute, instances: list[StoredInstance]) -> Iterator[Any]:
     """A pending status per instance; a C-CANCEL of the requester ends them (pynetdicom answers it
     with the counts so far)."""
-    with plain_pending_responses(event.assoc):
-        for instance in instances:
-            if event.is_cancelled:
-                yield CANCEL, None
-                return
-            yield PENDING, route.placeholder(instance)
+    for instance in instances:
+        if event.is_cancelled:
+            yield CANCEL, None
+            return
+        yield PENDING, route.placeholder(instance)
 
 
 def _destination(server: "DicomServer", aet: str) -> Modality | None:

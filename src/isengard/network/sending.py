@@ -12,7 +12,6 @@ from storage one at a time, as they are sent.
 import io
 import logging
 import queue
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -37,7 +36,7 @@ from ..errors import ErrorCode, IsengardError
 from ..index import MetadataType
 from ..storage import ContentType
 from ..storage.area import FileInfo
-from .commands import _command_elements, _element, _uid, _us
+from .commands import pdata_pdus, store_request, store_response_status
 from .modalities import Modality
 from .presentation import EXPLICIT_BIG_ENDIAN, EXPLICIT_LITTLE_ENDIAN, IMPLICIT_LITTLE_ENDIAN
 from .scu import MAX_AET_LENGTH, NetworkError, NoPresentationContext, ScuSettings, associate
@@ -52,12 +51,6 @@ UNCOMPRESSED = frozenset({IMPLICIT_LITTLE_ENDIAN, EXPLICIT_LITTLE_ENDIAN, EXPLIC
 FALLBACK_SYNTAXES = (EXPLICIT_LITTLE_ENDIAN, IMPLICIT_LITTLE_ENDIAN)  # for uncompressed files
 # An association has at most 128 presentation contexts (odd IDs 1 to 255), one of them Verification.
 MAX_CONTEXTS = 127
-MEDIUM_PRIORITY = 0  # the priority of Orthanc's C-STOREs
-C_STORE_RQ, C_STORE_RSP = 0x0001, 0x8001
-DATA_SET_PRESENT, NO_DATA_SET = 0x0001, 0x0101
-# A PDV: item length (4 bytes), context ID (1), message control header (1: command or data, last or not).
-PDV_OVERHEAD = 6
-LAST_COMMAND_FRAGMENT, DATA_FRAGMENT, LAST_DATA_FRAGMENT = b"\x03", b"\x00", b"\x02"
 ABORT_POLL = 0.05  # seconds between checks for an abort while waiting for a response
 LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 
@@ -257,7 +250,7 @@ class InstanceSender:
         self.read = read
         self.peer = peer  # as error messages name it: the AET of the modality
         self.counts = counts
-        self.originator = originator
+        self.originator = originator._replace(aet=originator.aet[:MAX_AET_LENGTH]) if originator else None
         self.broken = False  # no answer came: the association is ending, even if pynetdicom does not tell yet
         self._message_id = 0
         self._paused = False
@@ -295,7 +288,7 @@ class InstanceSender:
         if message_id is None:
             self._message_id = self._message_id % 0xFFFF + 1
             message_id = self._message_id
-        command = c_store_request(instance, message_id, self.originator)
+        command = store_request(instance.sop_class_uid, instance.sop_instance_uid, message_id, self.originator)
         return self._exchange(pdata_pdus(context_id, command, dataset, self.assoc.dimse.maximum_pdu_size))
 
     def _context(self, instance: StoredInstance) -> tuple[int, str]:
@@ -356,7 +349,7 @@ class InstanceSender:
         dimse = self.assoc.dimse
         status = None
         if dimse.message is None and not self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
-            status = plain_store_status(primitive)
+            status = store_response_status(primitive)
         if status is None:
             DIMSEServiceProvider.receive_primitive(dimse, primitive)
             return
@@ -376,56 +369,6 @@ class InstanceSender:
                 if assoc.acse.is_aborted() or not assoc.dul.is_alive():
                     return None
         return None
-
-
-def c_store_request(instance: StoredInstance, message_id: int, originator: MoveOriginator | None) -> bytes:
-    """The command set of a C-STORE request, encoded by hand as `commands` encodes responses."""
-    elements = [
-        _element(0x0002, _uid(instance.sop_class_uid)),
-        _element(0x0100, _us(C_STORE_RQ)),
-        _element(0x0110, _us(message_id)),
-        _element(0x0700, _us(MEDIUM_PRIORITY)),
-        _element(0x0800, _us(DATA_SET_PRESENT)),
-        _element(0x1000, _uid(instance.sop_instance_uid)),
-    ]
-    if originator is not None:
-        aet = originator.aet[:MAX_AET_LENGTH].encode("ascii", "replace")
-        elements.append(_element(0x1030, aet + b" " if len(aet) % 2 else aet))
-        elements.append(_element(0x1031, _us(originator.message_id)))
-    body = b"".join(elements)
-    return _element(0x0000, struct.pack("<I", len(body))) + body
-
-
-def plain_store_status(primitive: P_DATA) -> int | None:
-    """The status of a C-STORE response without dataset sent whole in one PDV; else None."""
-    values = primitive.presentation_data_value_list
-    if len(values) != 1 or values[0][1][:1] != LAST_COMMAND_FRAGMENT:
-        return None
-    elements = _command_elements(values[0][1][1:])
-    if elements is None or elements.get(0x0100) != _us(C_STORE_RSP) or elements.get(0x0800) != _us(NO_DATA_SET):
-        return None
-    status = elements.get(0x0900)
-    return int.from_bytes(status, "little") if status is not None and len(status) == 2 else None
-
-
-def pdata_pdus(context_id: int, command: bytes, dataset: bytes, max_length: int) -> list[P_DATA]:
-    """A message as P-DATA PDUs: the command, then the dataset in fragments, several fragments to a
-    PDU as long as it stays within the peer's maximum length (0: unlimited), which spares PDUs
-    (and wake-ups of the DUL thread) for small instances."""
-    fragment = max_length - PDV_OVERHEAD if max_length else max(len(dataset), 1)
-    values = [LAST_COMMAND_FRAGMENT + command]
-    for offset in range(0, len(dataset), fragment):
-        last = offset + fragment >= len(dataset)
-        values.append((LAST_DATA_FRAGMENT if last else DATA_FRAGMENT) + dataset[offset : offset + fragment])
-    pdus: list[P_DATA] = []
-    size = 0
-    for value in values:
-        if not pdus or (max_length and size + len(value) + PDV_OVERHEAD - 1 > max_length):
-            pdus.append(P_DATA())
-            size = 0
-        pdus[-1].presentation_data_value_list.append((context_id, value))
-        size += len(value) + PDV_OVERHEAD - 1  # item length (4), context ID (1), value (header included)
-    return pdus
 
 
 # -- sending to a modality -----------------------------------------------------------------------

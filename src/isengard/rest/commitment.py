@@ -17,7 +17,7 @@ from ..index import MetadataType
 from ..network.commitment import CommitmentReport, Reference, instances_with_uid, request_commitment
 from ..network.modalities import bad_format, parse_timeout
 from ..server import Isengard
-from .modalities import _modality
+from .modalities import requested_modality, json_object_body
 from .responses import empty_json, json, server
 
 RESOURCES, DICOM_INSTANCES = "Resources", "DicomInstances"
@@ -80,13 +80,8 @@ def _requested_instances(isengard: Isengard, body: Mapping[str, Any]) -> list[Re
 
 
 async def post_storage_commitment(request: Request) -> Response:
-    modality = _modality(request)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise bad_format("Must provide a JSON object with a list of resources")
+    modality = requested_modality(request)
+    body = await json_object_body(request, "Must provide a JSON object with a list of resources")
     isengard = server(request)
     instances = await run_in_threadpool(_requested_instances, isengard, body)
     timeout = parse_timeout(body["Timeout"]) if "Timeout" in body else 0

@@ -20,7 +20,7 @@ MODALITY_OPERATIONS = [
 ]
 
 
-def _modality(request: Request) -> Modality:
+def requested_modality(request: Request) -> Modality:
     name = request.path_params["id"]
     modality = server(request).modalities.get(name)
     if modality is None:
@@ -34,6 +34,18 @@ async def _json_body(request: Request) -> Any:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError:
         raise bad_format("Cannot parse the JSON body") from None
+
+
+async def json_object_body(request: Request, details: str) -> dict[str, Any]:
+    """The body of a route toward a modality that takes a JSON object: anything else, JSON or not,
+    is answered "Bad file format" with `details`, as Orthanc does."""
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise bad_format(details)
+    return body
 
 
 def list_modalities(request: Request) -> Response:
@@ -63,11 +75,11 @@ def delete_modality(request: Request) -> Response:
 
 
 def modality_configuration(request: Request) -> Response:
-    return json(_modality(request).to_json())
+    return json(requested_modality(request).to_json())
 
 
 async def echo_modality(request: Request) -> Response:
-    modality = _modality(request)
+    modality = requested_modality(request)
     body = await _json_body(request) if (await request.body()).strip() else {}
     return await _echo(request, modality, body if isinstance(body, dict) else {})
 

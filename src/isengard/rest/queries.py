@@ -5,8 +5,11 @@ the children of an answer, retrieval), the deprecated /modalities/{id}/find*, an
 /modalities/{id}/get, and "RetrieveMethod": "C-GET" when retrieving answers, follow Orthanc 1.12.6
 (C-GET, the instances coming back on the same association and going through the ingest pipeline).
 
-Retrievals run synchronously: asking for an asynchronous one (a job) is refused until Isengard has a
-jobs engine, except on /modalities/{id}/move, which Orthanc 1.10.1 always runs synchronously.
+Retrieving the answers of a query is a job ("DicomMoveScu", or "DicomGetScu" for a C-GET: see
+jobs.dicom), run as the body asks: synchronously by default (the answer is the job's content), or
+not ("Asynchronous", with its "Priority"); "Permissive" skips the commands that fail. As in Orthanc
+1.10.1, /modalities/{id}/move runs synchronously, without a job, whatever the body asks;
+/modalities/{id}/get runs so too, unless asked to be asynchronous (a "DicomGetScu" job then).
 
 Deliberate differences from Orthanc 1.10.1, whose answers to these are internal errors (500): a JSON
 body that is not an object where an object is expected, and values that are arrays or objects in the
@@ -26,13 +29,14 @@ from starlette.routing import Route
 from ..dicom.levels import Level
 from ..dicom.tags import PATIENT_ID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
 from ..errors import ErrorCode, IsengardError
+from ..jobs import RetrieveJob
+from ..jobs.dicom import ingest_receiver
 from ..network.modalities import Modality, bad_format, parse_timeout
 from ..network.queries import (
     ACCESSION_NUMBER,
     LEVEL_NAMES,
     QUERY_RETRIEVE_LEVEL,
     Query,
-    Receiver,
     RetrieveMethod,
     Retrieval,
     TagMap,
@@ -46,6 +50,7 @@ from ..network.queries import (
 )
 from ..network.scu import ScuSettings
 from ..server import Isengard
+from .jobs import JobMode, answer_job, job_mode
 from .responses import json, server, text
 
 NOT_AN_OBJECT = "Must provide a JSON object"
@@ -66,15 +71,12 @@ LEGACY_REQUIREMENTS = {
     Level.SERIES: ((ACCESSION_NUMBER, PATIENT_ID), (STUDY_INSTANCE_UID,)),
     Level.INSTANCE: ((ACCESSION_NUMBER, PATIENT_ID), (STUDY_INSTANCE_UID,), (SERIES_INSTANCE_UID,)),
 }
-ASYNCHRONOUS_UNAVAILABLE = (
-    "Asynchronous retrievals run as jobs, which Isengard cannot run yet: retrieve synchronously"
-)
 
 
 # --- Reading requests ---------------------------------------------------------------------------------------------
 
 
-def _modality(isengard: Isengard, name: str) -> Modality:
+def requested_modality(isengard: Isengard, name: str) -> Modality:
     modality = isengard.modalities.get(name)
     if modality is None:
         raise IsengardError(ErrorCode.INEXISTENT_ITEM, f"No modality with symbolic name: {name}")
@@ -183,18 +185,6 @@ def _body_format(body: Mapping[str, Any], default: str) -> str:
     return default
 
 
-def _synchronous(body: Mapping[str, Any]) -> bool:
-    """Whether a request asks to run synchronously ("Synchronous", else not "Asynchronous"; the default)."""
-    if "Synchronous" in body:
-        return _boolean(body, "Synchronous")
-    return not _boolean(body, "Asynchronous") if "Asynchronous" in body else True
-
-
-def _refuse_asynchronous(synchronous: bool) -> None:
-    if not synchronous:
-        raise IsengardError(ErrorCode.NOT_IMPLEMENTED, ASYNCHRONOUS_UNAVAILABLE)
-
-
 def _resource(item: Any, level: Level) -> TagMap:
     """A resource of /move or /get: its identifiers, as tags to strings."""
     if not isinstance(item, dict) or not all(isinstance(value, str) for value in item.values()):
@@ -202,11 +192,6 @@ def _resource(item: Any, level: Level) -> TagMap:
     resource = {_tag(key): value for key, value in item.items()}
     resource[QUERY_RETRIEVE_LEVEL] = LEVEL_NAMES[level]
     return resource
-
-
-def _receiver(isengard: Isengard) -> Receiver:
-    """The instances of a C-GET are stored as those of a C-STORE, in the transfer syntaxes the server accepts."""
-    return Receiver(isengard.ingest.store, tuple(isengard.dicom_server.syntaxes.storage_preference()))
 
 
 # --- The deprecated find routes ---------------------------------------------------------------------------------
@@ -220,7 +205,7 @@ def _find_route(level: Level) -> Callable[[Request], Awaitable[Response]]:
         if query is None or not _is_specific(level, query):
             return Response(status_code=400)  # Orthanc answers these without a body
         isengard = server(request)
-        modality = _modality(isengard, request.path_params["id"])
+        modality = requested_modality(isengard, request.path_params["id"])
         answers = await run_in_threadpool(_find, isengard, modality, level, query)
         return json([tags_json(answer, "simplify") for answer in answers])
 
@@ -239,7 +224,7 @@ async def find_hierarchy(request: Request) -> Response:
     if fields is None:
         return Response(status_code=400)
     isengard = server(request)
-    modality = _modality(isengard, request.path_params["id"])
+    modality = requested_modality(isengard, request.path_params["id"])
     return json(await run_in_threadpool(_hierarchy, isengard, modality, fields))
 
 
@@ -278,7 +263,7 @@ async def query_modality(request: Request) -> Response:
     _check_type(body, "LocalAet", str, "a string")
     isengard = server(request)
     name = request.path_params["id"]
-    modality = _modality(isengard, name)
+    modality = requested_modality(isengard, name)
     level = parse_level(body["Level"])
     query = Query(
         name, modality, level, _query_tags(body.get("Query", {})), body.get("LocalAet", isengard.config.dicom_aet),
@@ -354,7 +339,7 @@ def _children_route(level: Level) -> Callable[[Request], Awaitable[Response]]:
         fields = _query_tags(body["Query"]) if "Query" in body else {}
         isengard = server(request)
         query = Query(
-            parent.modality_name, _modality(isengard, parent.modality_name), level,
+            parent.modality_name, requested_modality(isengard, parent.modality_name), level,
             child_query(parent.level, answer, fields), isengard.config.dicom_aet,
             normalize=parent.normalize, timeout=_timeout(body),
         )
@@ -374,7 +359,8 @@ class RetrieveOptions:
     timeout: int | None  # None: the query's
     mode: str  # of the tags in the answer
     method: RetrieveMethod
-    synchronous: bool
+    job: JobMode
+    permissive: bool = False
 
     @classmethod
     def parse(cls, body: bytes, default_aet: str) -> "RetrieveOptions":
@@ -382,7 +368,7 @@ class RetrieveOptions:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:
             target_aet = body.decode("utf-8", "replace").strip() or default_aet
-            return cls(target_aet, None, "short", RetrieveMethod.MOVE, synchronous=True)
+            return cls(target_aet, None, "short", RetrieveMethod.MOVE, job_mode(None))
         if not isinstance(value, dict):
             raise bad_format(NOT_AN_OBJECT)
         timeout = value.get("Timeout", -1)
@@ -392,31 +378,25 @@ class RetrieveOptions:
         if method not in {m.value for m in RetrieveMethod}:
             raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown retrieve method: {method}")
         return cls(_string(value, "TargetAet", default_aet), timeout if timeout >= 0 else None,
-                   _body_format(value, "short"), RetrieveMethod(method), _synchronous(value))
+                   _body_format(value, "short"), RetrieveMethod(method), job_mode(value),
+                   "Permissive" in value and _boolean(value, "Permissive"))
 
 
 def _retrieve_route(one_answer: bool) -> Callable[[Request], Awaitable[Response]]:
     async def retrieve_answers(request: Request) -> Response:
-        """C-MOVE (or C-GET) the answers of a query, or one of them; answered as Orthanc's synchronous job."""
+        """C-MOVE (or C-GET) the answers of a query, or one of them, in a job."""
         index = _index(request) if one_answer else None
         isengard = server(request)
         options = RetrieveOptions.parse(await request.body(), isengard.config.dicom_aet)
         query = _query(request)
         answers = [query.answer(index)] if index is not None else query.answers
-        resources = tuple(retrieved_resource(answer) for answer in answers)
-        _refuse_asynchronous(options.synchronous)
         retrieval = Retrieval(
-            query.modality, _settings(isengard, query.local_aet), resources, options.method, options.target_aet,
-            query.timeout if options.timeout is None else options.timeout, isengard.config.default_encoding,
+            query.modality, _settings(isengard, query.local_aet), tuple(retrieved_resource(a) for a in answers),
+            options.method, options.target_aet, query.timeout if options.timeout is None else options.timeout,
+            isengard.config.default_encoding,
         )
-        receiver = _receiver(isengard) if options.method is RetrieveMethod.GET else None
-        await run_in_threadpool(retrieve, retrieval, receiver)
-        return json({
-            "Description": "REST API",
-            "LocalAet": query.local_aet,
-            "Query": [tags_json(resource, options.mode) for resource in resources],
-            "RemoteAet": query.modality.aet,
-        })
+        job = RetrieveJob.of(isengard, retrieval, options.mode, options.permissive)
+        return await answer_job(request, job, options.job)
 
     return retrieve_answers
 
@@ -431,14 +411,16 @@ def _modality_retrieve_route(method: RetrieveMethod) -> Callable[[Request], Awai
         isengard = server(request)
         local_aet = _string(body, "LocalAet", isengard.config.dicom_aet)
         target_aet = _string(body, "TargetAet", isengard.config.dicom_aet)
-        modality = _modality(isengard, request.path_params["id"])
+        modality = requested_modality(isengard, request.path_params["id"])
         timeout = _timeout(body)
         resources = tuple(_resource(item, level) for item in body["Resources"])
-        if method is RetrieveMethod.GET:  # Orthanc 1.10.1 runs every C-MOVE of this route synchronously
-            _refuse_asynchronous(_synchronous(body))
         retrieval = Retrieval(modality, _settings(isengard, local_aet), resources, method, target_aet, timeout,
                               isengard.config.default_encoding)
-        receiver = _receiver(isengard) if method is RetrieveMethod.GET else None
+        if method is RetrieveMethod.GET:  # a job if asked asynchronous; a C-MOVE never is, as in Orthanc 1.10.1
+            mode = job_mode(body)
+            if not mode.synchronous:
+                return await answer_job(request, RetrieveJob.of(isengard, retrieval, "short"), mode)
+        receiver = ingest_receiver(isengard) if method is RetrieveMethod.GET else None
         await run_in_threadpool(retrieve, retrieval, receiver)
         return json({})
 

@@ -2,8 +2,9 @@
 
 The body of /store is what Orthanc 1.10.1 reads: a resource ID as text, a JSON string or array of
 IDs, or an object with "Resources" and options, each checked with Orthanc's error codes. Sending is
-synchronous and answers the content of Orthanc's job; asynchronous sending (a job) and storage
-commitment are not available yet and are refused with a clear error.
+a "DicomModalityStore" job (jobs.dicom.StoreJob), run as the body asks: synchronously by default
+(the answer is the job's content), or not ("Asynchronous", with its "Priority"). /store-straight
+sends at once, without a job, as Orthanc does.
 """
 
 import re
@@ -18,9 +19,11 @@ from starlette.routing import Route
 
 from ..dicom.parse import parse_instance
 from ..errors import ErrorCode, IsengardError
+from ..jobs import StoreJob
 from ..network.modalities import bad_format, parse_timeout
 from ..network.sending import MoveOriginator, StoreOptions, StoredInstance, send_to_modality, stored_instances
-from .modalities import _modality
+from .jobs import JobMode, answer_job
+from .modalities import requested_modality
 from .responses import json, server
 
 PUBLIC_ID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){4}")  # what Orthanc takes for a resource ID (a SHA-1)
@@ -32,6 +35,7 @@ class StoreRequest:
     resources: list[str]
     options: StoreOptions
     asynchronous: bool = False
+    priority: int = 0
     storage_commitment: bool = False
 
 
@@ -70,7 +74,8 @@ def _resources(values: list[Any]) -> list[str]:
 def _with_options(resources: list[str], body: dict[str, Any], own_aet: str) -> StoreRequest:
     for key in ("Synchronous", "Asynchronous", "Permissive"):
         _boolean(body, key)
-    if "Priority" in body and not _is_integer(body["Priority"]):
+    priority = body.get("Priority", 0)
+    if not _is_integer(priority):
         raise bad_format("Integer value expected in field: Priority")
     local_aet = _typed(body, "LocalAet", str, "")
     originator_aet = _typed(body, "MoveOriginatorAet", str, "")
@@ -87,7 +92,7 @@ def _with_options(resources: list[str], body: dict[str, Any], own_aet: str) -> S
     # As Orthanc, "Synchronous" decides if present, else "Asynchronous"; synchronous by default.
     asynchronous = not body["Synchronous"] if "Synchronous" in body else _boolean(body, "Asynchronous")
     storage_commitment = _typed(body, "StorageCommitment", bool, False)
-    return StoreRequest(resources, options, asynchronous, storage_commitment)
+    return StoreRequest(resources, options, asynchronous, priority, storage_commitment)
 
 
 def _is_integer(value: Any) -> bool:
@@ -111,33 +116,20 @@ def _typed(body: dict[str, Any], key: str, expected: type, default: Any) -> Any:
 
 async def store(request: Request) -> Response:
     isengard = server(request)
-    modality = _modality(request)
+    modality = requested_modality(request)
     parsed = parse_store_request(await request.body(), isengard.config.dicom_aet)
-    if parsed.asynchronous:
-        raise IsengardError(ErrorCode.NOT_IMPLEMENTED, "Asynchronous sending (as a job) is not available yet")
-    if parsed.storage_commitment:
-        raise IsengardError(ErrorCode.NOT_IMPLEMENTED, "Storage commitment is not available yet")
-    options = parsed.options
     instances = await run_in_threadpool(stored_instances, isengard, parsed.resources)
-    counts = await run_in_threadpool(send_to_modality, isengard, modality, instances, options)
-    answer: dict[str, Any] = {
-        "Description": "REST API",
-        "FailedInstancesCount": counts.missing,
-        "InstancesCount": len(instances),
-        "LocalAet": modality.local_aet or options.local_aet or isengard.config.dicom_aet,
-        "RemoteAet": modality.aet,
-    }
-    if options.originator is not None:
-        answer.update(MoveOriginatorAET=options.originator.aet, MoveOriginatorID=options.originator.message_id)
-    if parsed.resources:
-        answer["ParentResources"] = sorted(set(parsed.resources))
-    return json(answer)
+    job = StoreJob(
+        isengard, modality, [instance.public_id for instance in instances], parsed.options,
+        parent_resources=parsed.resources, storage_commitment=parsed.storage_commitment,
+    )
+    return await answer_job(request, job, JobMode(not parsed.asynchronous, parsed.priority))
 
 
 async def store_straight(request: Request) -> Response:
     """Send the DICOM file of the body as it is, without storing it."""
     isengard = server(request)
-    modality = _modality(request)
+    modality = requested_modality(request)
     data = await request.body()
     parsed = await run_in_threadpool(parse_instance, data, isengard.ingest.default_encoding)
     instance = StoredInstance(

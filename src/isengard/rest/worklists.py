@@ -28,7 +28,7 @@ from ..index.find import value_representation
 from ..network.modalities import bad_format, parse_timeout
 from ..network.scu import ScuSettings
 from ..network.worklists import find_worklists_scu
-from .modalities import _modality
+from .modalities import requested_modality, json_object_body
 from .responses import json, server
 
 INTEGER_VRS = frozenset({"US", "SS", "UL", "SL"})
@@ -106,13 +106,8 @@ def _answers_mode(body: Mapping[str, Any]) -> str:
 
 
 async def find_worklist(request: Request) -> Response:
-    modality = _modality(request)
-    try:
-        body = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise bad_format("Must provide a JSON object")
+    modality = requested_modality(request)
+    body = await json_object_body(request, "Must provide a JSON object")
     if "Query" in body:
         if not isinstance(body["Query"], dict):
             raise IsengardError(ErrorCode.BAD_PARAMETER_TYPE)
