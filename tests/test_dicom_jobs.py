@@ -7,7 +7,6 @@ remote node (query/retrieve SCP, storage commitment SCP).
 """
 
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -55,15 +54,6 @@ def modalities(ports: dict[str, int], storescp: Storescp, slow: RecordingScp, si
         "orthanc": ["REFERENCE", "127.0.0.1", ports["orthanc"]],
         "isengard": ["ISENGARD", "127.0.0.1", ports["isengard"]],
     }
-
-
-@pytest.fixture(scope="module")
-def silent_port() -> Iterator[int]:
-    """A node that accepts TCP connections and never answers."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        yield silent.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from conftest import SAMPLES, ServerProcess, running_isengard, sample
+from isengard.network.sending import dataset_start
 
 TRANSFER_SYNTAX_FILES = sorted((SAMPLES / "TransferSyntaxes").glob("*.dcm"))
 ENCODING_FILES = sorted(p for p in (SAMPLES / "Encodings").rglob("*") if p.is_file() and p.name != "DICOMDIR")
@@ -35,21 +36,9 @@ OUT_OF_RESOURCES = 0xA700
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-LONG_LENGTH_VRS = {b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN"}
-
-
 def dataset_part(data: bytes) -> bytes:
-    """A DICOM file without its preamble and file meta group (the whole of a bare dataset). The
-    meta elements are walked rather than trusting their group length, which some files get wrong."""
-    if data[128:132] != b"DICM":
-        return data
-    offset = 132
-    while data[offset:offset + 2] == b"\x02\x00":  # group 0002, explicit VR little endian
-        if data[offset + 4:offset + 6] in LONG_LENGTH_VRS:
-            offset += 12 + int.from_bytes(data[offset + 8:offset + 12], "little")
-        else:
-            offset += 8 + int.from_bytes(data[offset + 6:offset + 8], "little")
-    return data[offset:]
+    """A DICOM file without its preamble and file meta group (the whole of a bare dataset)."""
+    return data[dataset_start(data):]
 
 
 def same_content(stored: bytes, original: Path) -> bool:

@@ -13,7 +13,7 @@ import pytest
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
-from conftest import free_port, running_isengard, sample, stop_process
+from conftest import free_port, running_isengard, sample, stop_process, wait_for_port
 from isengard.config import Configuration, ConfigurationError
 from isengard.errors import ErrorCode, IsengardError
 from isengard.network.access import AccessControl
@@ -44,13 +44,7 @@ def storescp(tmp_path_factory):
     folder = tmp_path_factory.mktemp("storescp")
     process = subprocess.Popen(["storescp", "--output-directory", str(folder), "-aet", "STORESCP", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port)
     yield port
     stop_process(process)
 

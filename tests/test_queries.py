@@ -10,7 +10,6 @@ compare without masking (only Isengard is ever the target of a retrieval).
 import io
 import json
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -138,15 +137,6 @@ def client_modalities(remote: int, recorder: int, silent: int) -> dict:
         "closed": ["CLOSED", "127.0.0.1", free_port()],
         "silent": ["SILENT", "127.0.0.1", silent],
     }
-
-
-@pytest.fixture(scope="module")
-def silent_port() -> Iterator[int]:
-    """A node that accepts TCP connections and never answers."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        yield silent.getsockname()[1]
 
 
 def sample_files(path: str) -> list:

@@ -8,9 +8,7 @@ a temporary folder.
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import free_port, running_isengard, sample, stop_process
+from conftest import free_port, running_isengard, sample, stop_process, wait_for_port
 from isengard.config import Configuration, ConfigurationError
 from orthanc import running_orthanc
 
@@ -296,13 +294,7 @@ def wlmscpfs(tmp_path_factory, worklists):
     port = free_port()
     process = subprocess.Popen(["wlmscpfs", "-dfp", str(root), str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_for_port(port)
     yield {"AET": "WLMSCP", "Host": "127.0.0.1", "Port": port}
     stop_process(process)
 

@@ -11,7 +11,7 @@ from starlette.routing import Route
 from ..errors import ErrorCode, IsengardError
 from ..network.modalities import Modality, bad_format, parse_modality, parse_timeout
 from ..network.scu import ScuSettings, echo
-from .responses import json, server, text
+from .responses import boolean_text, json, server, text
 
 # What GET /modalities/{id} lists, as Orthanc 1.10.1 answers (whether or not Isengard serves them yet).
 MODALITY_OPERATIONS = [
@@ -133,10 +133,10 @@ def get_unknown_sop_class_accepted(request: Request) -> Response:
 
 
 async def put_unknown_sop_class_accepted(request: Request) -> Response:
-    value = (await request.body()).decode("utf-8", "replace").strip().lower()
-    if value not in ("0", "1", "true", "false"):
+    accepted = boolean_text(await request.body())
+    if accepted is None:
         raise bad_format("Boolean value expected")
-    server(request).dicom_server.syntaxes.unknown_sop_class_accepted = value in ("1", "true")
+    server(request).dicom_server.syntaxes.unknown_sop_class_accepted = accepted
     return Response(media_type="text/plain")
 
 

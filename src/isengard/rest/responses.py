@@ -41,6 +41,15 @@ def parse_json_body(body: bytes) -> Any:
         raise IsengardError(ErrorCode.BAD_JSON, f"The body is not valid JSON: {exc}") from None
 
 
+BOOLEAN_TEXTS = {"0": False, "false": False, "1": True, "true": True}
+
+
+def boolean_text(body: bytes) -> bool | None:
+    """A body of 0/1/true/false (any case, blanks around), as Orthanc's boolean settings take it;
+    None for anything else."""
+    return BOOLEAN_TEXTS.get(body.decode("utf-8", "replace").strip().lower())
+
+
 def query_int(request: Request, name: str, default: int = 0) -> int:
     value = request.query_params.get(name)
     if value is None or value == "":

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from ..dicom.charsets import ENCODINGS
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError
-from .responses import empty_json, server, text
+from .responses import boolean_text, empty_json, server, text
 from .system import totals
 
 VERBOSITY = {"default": logging.WARNING, "verbose": logging.INFO, "trace": logging.DEBUG}
@@ -66,10 +66,10 @@ def get_metrics_enabled(request: Request) -> Response:
 
 
 async def put_metrics_enabled(request: Request) -> Response:
-    value = (await request.body()).decode().strip().lower()
-    if value not in ("0", "1", "true", "false"):
+    enabled = boolean_text(await request.body())
+    if enabled is None:
         raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, "Metrics can be enabled with 1/true or disabled with 0/false")
-    server(request).metrics_enabled = value in ("1", "true")
+    server(request).metrics_enabled = enabled
     return empty_json()
 
 
