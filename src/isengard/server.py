@@ -123,3 +123,4 @@ class Isengard:
         self.dicom_server.stop()
         self.jobs.close()
         self.index.close()
+        self.storage.close()

@@ -7,22 +7,30 @@ a little-endian uint64, then a zlib stream), so a storage area can move between
 the two servers.
 """
 
+import errno
 import hashlib
 import logging
 import os
 import struct
 import uuid
 import zlib
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
 from ..errors import ErrorCode, IsengardError
+from .writer import STOPPED, WriterPool, WriterProcess, create_file, write_all
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
+# Writer processes (see writer.py): one per core serves the concurrent ingests of a small server;
+# beyond them, and for files whose copy through a pipe would cost more than it spares, the
+# caller writes the file and a thread syncs it.
+WRITER_PROCESSES = 2
+WRITER_MAX_SIZE = 1 << 20
 
 
 class ContentType(IntEnum):
@@ -53,11 +61,37 @@ class FileInfo:
     compression: CompressionType = CompressionType.NONE
 
 
-class PendingFile:
-    """A file written under a temporary name, whose fsync may still be running in the background.
-    `wait()` puts it in place once it is on disk: only then may the index name it."""
+class _WriterTicket:
+    """The end of a write handed to a writer process, with the two methods of a Future that
+    PendingFile uses. Only the thread that handed the write over calls them."""
 
-    def __init__(self, info: FileInfo, path: Path, synced: Future | None):
+    def __init__(self, pool: WriterPool, writer: WriterProcess):
+        self._pool = pool
+        self._writer = writer
+        self._errno: int | None = None
+
+    def result(self) -> None:
+        if self._errno is None:
+            self._errno = self._writer.answer()
+            self._pool.give_back(self._writer, alive=self._errno != STOPPED)
+        if self._errno == STOPPED:
+            raise OSError(errno.EIO, "the storage writer process stopped")
+        if self._errno:
+            raise OSError(self._errno, os.strerror(self._errno))
+
+    def add_done_callback(self, callback: Callable[["_WriterTicket"], object]) -> None:
+        try:
+            self.result()
+        except OSError:
+            pass
+        callback(self)
+
+
+class PendingFile:
+    """A file written under a temporary name, whose write or fsync may still be running in the
+    background. `wait()` puts it in place once it is on disk: only then may the index name it."""
+
+    def __init__(self, info: FileInfo, path: Path, synced: Future | _WriterTicket | None):
         self.info = info
         self._path = path
         self._temporary = _temporary(path)
@@ -71,7 +105,7 @@ class PendingFile:
                     self._synced.result()
                 os.replace(self._temporary, self._path)
             except OSError as exc:
-                self._temporary.unlink(missing_ok=True)
+                _remove_quietly(self._temporary)
                 raise _write_error(self._path, exc) from exc
             self._placed = True
         return self.info
@@ -79,11 +113,11 @@ class PendingFile:
     def discard(self) -> None:
         """Forget the file: it will not be indexed. Does not wait for a running fsync."""
         if self._placed:
-            self._path.unlink(missing_ok=True)
+            _remove_quietly(self._path)
         elif self._synced is None:
-            self._temporary.unlink(missing_ok=True)
+            _remove_quietly(self._temporary)
         else:
-            self._synced.add_done_callback(lambda _: self._temporary.unlink(missing_ok=True))
+            self._synced.add_done_callback(lambda _: _remove_quietly(self._temporary))
 
 
 class StorageArea:
@@ -92,7 +126,8 @@ class StorageArea:
         self.compress = compress
         self.sync = sync
         self.root.mkdir(parents=True, exist_ok=True)
-        self._writers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-writer")
+        self._writer_processes = WriterPool(WRITER_PROCESSES)
+        self._syncs = ThreadPoolExecutor(max_workers=8, thread_name_prefix="storage-sync")
 
     def path(self, file_uuid: str) -> Path:
         return self.root / file_uuid[0:2] / file_uuid[2:4] / file_uuid
@@ -103,29 +138,39 @@ class StorageArea:
         return self._write(info, stored, background=False).wait()
 
     def create_in_background(self, data: bytes, content_type: int) -> PendingFile:
-        """As `create`, but the fsync (the slow part of a write) runs while the caller goes on."""
+        """As `create`, but the write, or at least its fsync (the slow part), runs while the caller goes on."""
         info, stored = self._describe(data, content_type, None)
+        if len(stored) <= WRITER_MAX_SIZE and (writer := self._writer_processes.borrow()) is not None:
+            path = self.path(info.uuid)
+            if writer.send(str(_temporary(path)), stored, self.sync):
+                return PendingFile(info, path, _WriterTicket(self._writer_processes, writer))
+            self._writer_processes.give_back(writer, alive=False)
         return self._write(info, stored, background=True)
+
+    def close(self) -> None:
+        """Stop the writer processes and threads (pending files must have been waited for)."""
+        self._writer_processes.close()
+        self._syncs.shutdown()
 
     def _write(self, info: FileInfo, stored: bytes, background: bool) -> PendingFile:
         """Write under a temporary name. Only the fsync goes to a worker thread: a thread doing
         more (Python code between system calls) waits for the GIL behind the caller's work."""
         path = self.path(info.uuid)
         try:
-            fd = _create_file(_temporary(path))
+            fd = create_file(str(_temporary(path)))
         except OSError as exc:
             raise _write_error(path, exc) from exc
         try:
-            _write_all(fd, stored)
+            write_all(fd, stored)
         except OSError as exc:
             os.close(fd)
-            _temporary(path).unlink(missing_ok=True)
+            _remove_quietly(_temporary(path))
             raise _write_error(path, exc) from exc
         if not self.sync:
             os.close(fd)
             return PendingFile(info, path, None)
         if background:
-            return PendingFile(info, path, self._writers.submit(_sync_and_close, fd))
+            return PendingFile(info, path, self._syncs.submit(_sync_and_close, fd))
         synced: Future = Future()
         try:
             _sync_and_close(fd)
@@ -192,21 +237,12 @@ def _temporary(path: Path) -> Path:
     return path.with_name(path.name + TEMPORARY_SUFFIX)
 
 
-def _create_file(path: Path) -> int:
-    """Open a new file for writing, creating its folders the first time (trying the open first
-    spares two system calls per file, and the folders' locks, once they exist)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+def _remove_quietly(path: Path) -> None:
+    """Clean up after a failed or refused write, which must not hide its cause."""
     try:
-        return os.open(path, flags, 0o644)
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, flags, 0o644)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.warning("Cannot remove %s: %s", path, exc.strerror)
 
 
 def _sync_and_close(fd: int) -> None:

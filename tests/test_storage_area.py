@@ -1,0 +1,130 @@
+"""The storage area's writes: through writer processes, by the caller when they are all busy,
+and what happens when a write fails or a writer dies."""
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from isengard.errors import ErrorCode, IsengardError
+from isengard.storage import ContentType, StorageArea
+from isengard.storage.area import WRITER_MAX_SIZE, WRITER_PROCESSES
+from isengard.storage.writer import write_file
+
+
+@pytest.fixture
+def area(tmp_path):
+    storage = StorageArea(tmp_path / "storage")
+    yield storage
+    storage.close()
+
+
+def writer_pids() -> list[int]:
+    """The writer processes started by this (test) process."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"writer.py" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def assert_stored(area: StorageArea, data: bytes, info) -> None:
+    assert area.path(info.uuid).read_bytes() == data
+    assert info.uncompressed_md5 == hashlib.md5(data).hexdigest()
+    assert area.read(info) == data
+
+
+def test_background_writes_go_through_writer_processes_then_the_caller(area):
+    blobs = [os.urandom(9000 + n) for n in range(WRITER_PROCESSES + 2)]
+    pending = [area.create_in_background(blob, ContentType.DICOM) for blob in blobs]  # none waited for yet
+    assert len(writer_pids()) == WRITER_PROCESSES  # the others were written by this thread
+    for blob, file in zip(blobs, pending):
+        assert_stored(area, blob, file.wait())
+    assert not list(area.root.rglob("*.tmp"))
+
+    # The writers are idle again, and reused.
+    again = area.create_in_background(b"again", ContentType.DICOM)
+    assert_stored(area, b"again", again.wait())
+    assert len(writer_pids()) == WRITER_PROCESSES
+
+
+def test_large_files_are_written_by_the_caller(area):
+    blob = os.urandom(WRITER_MAX_SIZE + 1)
+    assert_stored(area, blob, area.create_in_background(blob, ContentType.DICOM).wait())
+    assert writer_pids() == []
+
+
+def test_a_discarded_file_leaves_nothing(area):
+    area.create_in_background(b"refused", ContentType.DICOM).discard()
+    assert not [p for p in area.root.rglob("*") if p.is_file()]
+
+
+def test_a_failed_write_is_an_error_and_leaves_no_file(area):
+    root = area.root
+    os.rename(root, root.with_name("elsewhere"))
+    root.write_bytes(b"a file where the storage folder was")
+    pending = area.create_in_background(b"data", ContentType.DICOM)
+    with pytest.raises(IsengardError) as error:
+        pending.wait()
+    assert error.value.code == ErrorCode.CANNOT_WRITE_FILE
+    assert len(writer_pids()) == 1  # the writer survived its failure
+
+
+def test_dead_writers_are_replaced(area):
+    area.create_in_background(b"first", ContentType.DICOM).wait()
+    for pid in writer_pids():
+        kill(pid)
+    second = area.create_in_background(b"second", ContentType.DICOM)  # written by this thread
+    assert_stored(area, b"second", second.wait())
+    third = area.create_in_background(b"third", ContentType.DICOM)
+    assert len(writer_pids()) == 1  # a new writer
+    assert_stored(area, b"third", third.wait())
+
+
+def test_a_writer_killed_during_a_write_loses_nothing_stored(area):
+    """Whatever the moment of the kill: the file is complete in place, or the write is an error
+    and nothing of it remains."""
+    blob = os.urandom(WRITER_MAX_SIZE)
+    for _ in range(5):
+        pending = area.create_in_background(blob, ContentType.DICOM)
+        for pid in writer_pids():
+            kill(pid)
+        try:
+            info = pending.wait()
+        except IsengardError as exc:
+            assert exc.code == ErrorCode.CANNOT_WRITE_FILE
+            assert not area.path(pending.info.uuid).exists()
+        else:
+            assert_stored(area, blob, info)
+        assert not list(area.root.rglob("*.tmp"))
+
+
+def test_close_stops_the_writers(tmp_path):
+    area = StorageArea(tmp_path / "storage")
+    area.create_in_background(b"data", ContentType.DICOM).wait()
+    assert writer_pids()
+    area.close()
+    assert writer_pids() == []
+
+
+def test_write_file_reports_the_errno(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    assert write_file(str(tmp_path / "file" / "sub" / "x"), b"data", sync=True) != 0
+    assert write_file(str(tmp_path / "a" / "b" / "x"), b"data", sync=True) == 0
+    assert (tmp_path / "a" / "b" / "x").read_bytes() == b"data"
