@@ -18,7 +18,7 @@ import io
 import itertools
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cached_property
@@ -392,30 +392,57 @@ def value_condition(
 ) -> tuple[ColumnElement[bool], bool]:
     """SQL matching `column` against `constraint`, and whether it is exact. With `prefilter`, a
     case-insensitive non-ASCII value on SQLite selects a superset (not exact); without, it may miss
-    values whose non-ASCII letters differ in case."""
+    values whose non-ASCII letters differ in case.
+
+    Main tag values have one index, on (tag, lower(value)): every condition includes one on
+    lower(value) that the index can serve, case-sensitive ones too (a second index on the values
+    as they are cost a quarter of the database writes of an ingest)."""
     if constraint.kind is Kind.RANGE:
-        lower, upper = constraint.values
-        bounds = ([column >= lower] if lower else []) + ([column <= upper] if upper else [])
-        return and_(true(), *bounds), True
+        return _range_condition(column, constraint.values, sqlite), True
     if constraint.kind is Kind.WILDCARD:
         return _wildcard_condition(column, constraint.values[0], constraint.case_sensitive, sqlite, prefilter)
     return _equality_condition(column, constraint.values, constraint.case_sensitive, sqlite, prefilter)
 
 
+def _range_condition(column: ColumnElement[str], bounds: tuple[str, ...], sqlite: bool) -> ColumnElement[bool]:
+    lower, upper = bounds
+    conditions = ([column >= lower] if lower else []) + ([column <= upper] if upper else [])
+    # Folding does not move a value across a bound made of characters below "A" (dates, times):
+    # the same range on lower(value) then selects the same rows, through the index.
+    if sqlite and all(character < "A" for character in lower + upper):
+        conditions += ([func.lower(column) >= lower] if lower else []) + ([func.lower(column) <= upper] if upper else [])
+    return and_(true(), *conditions)
+
+
 def _equality_condition(
     column: ColumnElement[str], values: tuple[str, ...], case_sensitive: bool, sqlite: bool, prefilter: bool
 ) -> tuple[ColumnElement[bool], bool]:
-    # Values whose case cannot differ compare as they are, on the (tag, value) index; the others
-    # compare lower-cased, on the (tag, lower(value)) index.
+    # Values whose case matters or cannot differ compare as they are, once their lower-cased
+    # form has selected the candidates; the others compare lower-cased.
     plain = [v for v in values if case_sensitive or not _is_cased(v)]
     folded = [v for v in values if v not in plain]
     approximate = [v for v in folded if sqlite and prefilter and not v.isascii()]
     lowered = [v.lower() for v in folded if v not in approximate]
-    conditions = [column.in_(plain)] if plain else []
+    conditions = []
+    if plain:
+        exact = column.collate("BINARY") if sqlite else column  # see below
+        conditions.append(and_(func.lower(column).in_([_database_lower(v, sqlite) for v in plain]), exact.in_(plain)))
     if lowered:
         conditions.append(func.lower(column).in_(lowered))
     conditions += [_folded_like(column, v, wildcards=False, approximate=True) for v in approximate]
     return or_(*conditions), not approximate
+
+
+# Above, SQLite compares the value itself through a COLLATE expression: with `value = 'X'`, its
+# planner would put 'X' in lower(value), and no longer see that the index serves that term.
+
+
+def _database_lower(text: str, sqlite: bool) -> str:
+    """lower() as the database computes it: SQLite folds ASCII letters only."""
+    return text.translate(ASCII_LOWER) if sqlite else text.lower()
+
+
+ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _wildcard_condition(
@@ -429,7 +456,7 @@ def _wildcard_condition(
         return func.lower(column).like(_like_pattern(pattern.lower()), escape="\\"), True
     if case_sensitive:  # GLOB, unlike LIKE, is case-sensitive on SQLite
         glob = column.op("GLOB")(pattern.replace("[", "[[]"))
-        return and_(glob, *_prefix_range(column, _literal_prefix(pattern))), True
+        return and_(glob, *_prefix_range(func.lower(column), _database_lower(_literal_prefix(pattern), sqlite))), True
     approximate = prefilter and not pattern.isascii()
     return _folded_like(column, pattern, wildcards=True, approximate=approximate), not approximate
 
@@ -527,20 +554,39 @@ def file_tags(
 
 def file_datasets(
     index: IndexTransaction, storage: StorageArea, level: Level, internal_ids: list[int], tags: list[int]
-) -> dict[int, Dataset]:
+) -> "FileHeads":
     """The elements `tags` (sequences included) of the DICOM file of the first instance of each
-    resource, as pydicom reads them; an empty dataset for a resource whose file cannot be read."""
+    resource, as pydicom reads them, each file read when its dataset is first asked for."""
     instances = first_instances(index, level, internal_ids)
     instance_ids = list(instances.values())
     files = index.attachments_of(instance_ids, ContentType.DICOM)
     offsets = index.metadata_values(instance_ids, MetadataType.PIXEL_DATA_OFFSET)
-    found: dict[int, Dataset] = {}
+    heads = {}
     for internal_id in internal_ids:
         instance = instances.get(internal_id)
         attachment = files.get(instance) if instance is not None else None
-        offset = offsets.get(instance, "") if instance is not None else ""
-        found[internal_id] = _read_head(storage, attachment.info, offset, tags) if attachment else Dataset()
-    return found
+        heads[internal_id] = (attachment.info, offsets.get(instance, "")) if attachment else None
+    return FileHeads(storage, heads, tags)
+
+
+class FileHeads(Mapping[int, Dataset]):
+    """Resource -> the head of its file (see file_datasets): an empty dataset for a resource
+    whose file cannot be read. Files are read outside the index transaction that found them."""
+
+    def __init__(self, storage: StorageArea, heads: dict[int, tuple[FileInfo, str] | None], tags: list[int]):
+        self._storage = storage
+        self._heads = heads
+        self._tags = tags
+
+    def __getitem__(self, internal_id: int) -> Dataset:
+        head = self._heads[internal_id]
+        return Dataset() if head is None else _read_head(self._storage, head[0], head[1], self._tags)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
 
 
 def first_instances(index: IndexTransaction, level: Level, internal_ids: list[int]) -> dict[int, int]:

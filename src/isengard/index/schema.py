@@ -20,12 +20,15 @@ from sqlalchemy import (
 from sqlalchemy.sql.selectable import Alias
 
 # The Alembic revision that builds this schema (the last one of migrations/versions).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = MetaData()
 
 # Integer primary keys: BigInteger on PostgreSQL, INTEGER (the rowid alias) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+# Tables keyed by (resource, something) are stored in the order of that key on SQLite: without
+# a rowid, the key needs no index of its own, which an ingest would write too.
+CLUSTERED = {"sqlite_with_rowid": False}
 
 resources = Table(
     "resources",
@@ -45,9 +48,10 @@ main_dicom_tags = Table(
     Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
     Column("tag", Integer, primary_key=True),
     Column("value", Text, nullable=False),
-    Index("ix_main_dicom_tags_value", "tag", "value"),
+    **CLUSTERED,
 )
-# Case-insensitive matching, the default of /tools/find and C-FIND, compares lower(value).
+# The one index of the values, for all matching (see find.value_condition): case-insensitive
+# matching, the default of /tools/find and C-FIND, compares lower(value).
 Index("ix_main_dicom_tags_folded", main_dicom_tags.c.tag, func.lower(main_dicom_tags.c.value))
 
 resource_metadata = Table(
@@ -57,6 +61,7 @@ resource_metadata = Table(
     Column("type", Integer, primary_key=True),
     Column("value", Text, nullable=False),
     Column("revision", Integer, nullable=False, default=0),
+    **CLUSTERED,
 )
 
 attached_files = Table(
@@ -71,6 +76,7 @@ attached_files = Table(
     Column("uncompressed_md5", String(32), nullable=False),
     Column("compressed_md5", String(32), nullable=False),
     Column("revision", Integer, nullable=False, default=0),
+    **CLUSTERED,
 )
 
 labels = Table(
@@ -79,6 +85,7 @@ labels = Table(
     Column("resource_id", Id, ForeignKey("resources.internal_id", ondelete="CASCADE"), primary_key=True),
     Column("label", String(64), primary_key=True),
     Index("ix_labels_label", "label"),
+    **CLUSTERED,
 )
 
 changes = Table(
