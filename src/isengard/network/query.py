@@ -149,18 +149,18 @@ def handle_find(server: "DicomServer", event: evt.Event, peer: "Peer") -> Iterat
         manufacturers = [m.manufacturer for m in isengard.modalities.with_aet(peer.calling_aet)]
         settings = FindSettings.of(isengard.config, level, manufacturers)
         request = parse_request(identifier, level, level_text, settings)
-        answers, complete = run_find(isengard, request, settings)
+        count, answers, complete = run_find(isengard, request, settings)
+        log.info("C-FIND from %s at the %s level: %d answers", peer, level.name.lower(), count)
+        for answer in answers:  # built one by one: a value may come from a file
+            if event.is_cancelled:
+                log.info("C-FIND from %s cancelled", peer)
+                yield CANCEL, None
+                return
+            yield PENDING, answer
     except (IsengardError, ValueError, TypeError, KeyError) as exc:  # pydicom decodes the query lazily
         log.error("C-FIND from %s failed: %s", peer, exc)
         yield UNABLE_TO_PROCESS, None
         return
-    log.info("C-FIND from %s at the %s level: %d answers", peer, level.name.lower(), len(answers))
-    for answer in answers:
-        if event.is_cancelled:
-            log.info("C-FIND from %s cancelled", peer)
-            yield CANCEL, None
-            return
-        yield PENDING, answer
     if not complete:
         log.warning("C-FIND from %s: more than %d answers; the others are left out", peer, settings.limit)
         yield CANCEL, None
@@ -217,13 +217,15 @@ def _constraint(key: Key, settings: FindSettings) -> Constraint | None:
 # -- the answers ---------------------------------------------------------------------------------
 
 
-def run_find(isengard: "Isengard", request: CFind, settings: FindSettings) -> tuple[list[Dataset], bool]:
-    """The answers, and whether they are all of them (False when the limit cut them short)."""
+def run_find(isengard: "Isengard", request: CFind, settings: FindSettings) -> tuple[int, Iterator[Dataset], bool]:
+    """How many answers, the answers, and whether they are all of them (False when the limit cut
+    them short). An answer that reads a file is built when taken: the first ones go out before
+    all files are read, and a C-CANCEL stops the reading."""
     with isengard.index.read() as index:
         found = find(index, isengard.storage, request.query)
         kept = found[: settings.limit] if settings.limit else found
         answers = AnswerWriter(request, settings).answers(index, isengard.storage, kept)
-    return answers, len(kept) == len(found)
+    return len(kept), answers, len(kept) == len(found)
 
 
 class AnswerWriter:
@@ -232,9 +234,9 @@ class AnswerWriter:
         self.own_aet = settings.own_aet
         self.codec, self.charset_term = ENCODINGS[settings.default_encoding]
 
-    def answers(self, index: IndexTransaction, storage: StorageArea, found: list[Resource]) -> list[Dataset]:
+    def answers(self, index: IndexTransaction, storage: StorageArea, found: list[Resource]) -> Iterator[Dataset]:
         if not found:
-            return []
+            return iter(())
         level = self.request.level
         asked = [key for key in self.request.keys if key.tag not in (QUERY_RETRIEVE_LEVEL, RETRIEVE_AE_TITLE)]
         indexed = [key.tag for key in asked if not key.is_sequence and _in_index(key.tag, level)]
@@ -242,7 +244,7 @@ class AnswerWriter:
         outside = [int(key.tag) for key in asked if key.tag not in indexed]
         ids = [resource.internal_id for resource in found]
         files = file_datasets(index, storage, level, ids, outside) if outside and self.request.reads_files else {}
-        return [self._answer(values[i], files.get(i)) for i in ids]
+        return (self._answer(values[i], files.get(i)) for i in ids)
 
     def _answer(self, values: dict[int, str], file: Dataset | None) -> Dataset:
         answer = Dataset()
