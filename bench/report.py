@@ -26,9 +26,10 @@ class Results:
         self.find_matches: dict[str, dict[str, float | None]] = {}
 
     def record(self, name: str, unit: str, better: str, product: str, value: float | None, note: str = "") -> None:
+        """A figure of one round; a metric keeps the best of the rounds (see bench.__main__)."""
         metric = self.metrics.setdefault(name, Metric(name, unit, better))
-        metric.values[product] = value
-        if note:
+        metric.values[product] = _best(better, metric.values.get(product), value)
+        if note and f"{product}: {note}" not in metric.notes:
             metric.notes.append(f"{product}: {note}")
 
     def record_matches(self, name: str, product: str, mean: float | None) -> None:
@@ -65,6 +66,12 @@ class Results:
 
 def progress(product: str, message: str) -> None:
     print(f"[{product}] {message}", flush=True)
+
+
+def _best(better: str, kept: float | None, value: float | None) -> float | None:
+    if kept is None or value is None:
+        return value if kept is None else kept
+    return max(kept, value) if better == "higher" else min(kept, value)
 
 
 def _number(value: float | None) -> str:

@@ -21,12 +21,13 @@ from enum import IntEnum
 from pathlib import Path
 
 from ..errors import ErrorCode, IsengardError
-from .writer import STOPPED, WriterPool, WriterProcess, create_file, write_all
+from .writer import STOPPED, create_file, write_all
+from .writer_pool import WriterPool, WriterProcess
 
 log = logging.getLogger(__name__)
 
 TEMPORARY_SUFFIX = ".tmp"
-# Writer processes (see writer.py): one per core serves the concurrent ingests of a small server;
+# Writer processes (see writer_pool.py): one per core serves the concurrent ingests of a small server;
 # beyond them, and for files whose copy through a pipe would cost more than it spares, the
 # caller writes the file and a thread syncs it.
 WRITER_PROCESSES = 2
