@@ -123,6 +123,10 @@ class IngestPipeline:
         return StoreResult(StoreStatus.SUCCESS, public_ids, added.created)
 
     def _index(self, instance: ParsedInstance, origin: Origin, pending: PendingFile, public_ids: dict[Level, str]) -> AddedInstance:
+        if self.index.writer_busy:
+            # Others are indexing (several associations): this file is waited for before taking
+            # their turn, so that they do not wait for it too.
+            pending.wait()
         with self.index.write() as index:
             added = index.add_instance(
                 public_ids=public_ids,
