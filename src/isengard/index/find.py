@@ -406,12 +406,12 @@ def value_condition(
 
 def _range_condition(column: ColumnElement[str], bounds: tuple[str, ...], sqlite: bool) -> ColumnElement[bool]:
     lower, upper = bounds
-    conditions = ([column >= lower] if lower else []) + ([column <= upper] if upper else [])
     # Folding does not move a value across a bound made of characters below "A" (dates, times):
     # the same range on lower(value) then selects the same rows, through the index.
-    if sqlite and all(character < "A" for character in lower + upper):
-        conditions += ([func.lower(column) >= lower] if lower else []) + ([func.lower(column) <= upper] if upper else [])
-    return and_(true(), *conditions)
+    values = [column, func.lower(column)] if sqlite and all(c < "A" for c in lower + upper) else [column]
+    if lower and upper:
+        return and_(*(value.between(lower, upper) for value in values))
+    return and_(true(), *(value >= lower if lower else value <= upper for value in values if lower or upper))
 
 
 def _equality_condition(
