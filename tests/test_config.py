@@ -251,6 +251,7 @@ def test_bad_user_metadata_and_content_types(tmp_path, options):
         {"Dictionary": []},
         {"DicomAet": "SEVENTEEN_LETTERS"},
         {"DefaultEncoding": "Klingon"},
+        {"StorageAccessOnFind": "Sometimes"},
         {"StorageDirectory": None},
     ],
 )

@@ -375,6 +375,28 @@ def test_limits_and_options(tmp_path):
         assert (greek.SpecificCharacterSet, str(greek.PatientName)) == ("ISO_IR 192", "Test-Θ")
 
 
+@pytest.mark.parametrize("access", ["Always", "Answers", "Never"])
+def test_storage_access_on_find(tmp_path, access):
+    """StorageAccessOnFind, as Orthanc 1.10.1 does (observed with findscu and /tools/find): the
+    files are read to match a tag the index does not hold (Rows) only with Always, and to answer
+    it with Always or Answers; otherwise such a constraint matches nothing, and the value is empty."""
+    options = {"DicomAlwaysAllowFind": True, "SyncStorageArea": False, "DicomAet": AET, "StorageAccessOnFind": access}
+    with running_isengard(tmp_path / access, **options) as server:
+        instance = server.upload(sample("DummyCT.dcm"))["ID"]
+        port = server.config["DicomPort"]
+        matched = c_find(port, {"QueryRetrieveLevel": "IMAGE", "SOPInstanceUID": "", "Rows": 512})
+        assert len(matched.answers) == (1 if access == "Always" else 0)
+        [answer] = c_find(port, {"QueryRetrieveLevel": "IMAGE", "SOPInstanceUID": "", "Rows": ""}).answers
+        assert answer.Rows == (None if access == "Never" else 512)
+
+        found = server.client.post("/tools/find", json={"Level": "Instance", "Query": {"Rows": "512"}}).json()
+        assert found == ([instance] if access == "Always" else [])
+        [expanded] = server.client.post("/tools/find", json={"Level": "Instance", "Query": {}, "Expand": True,
+                                                             "RequestedTags": ["Rows", "SOPInstanceUID"]}).json()
+        expected = {"SOPInstanceUID": answer.SOPInstanceUID} | ({} if access == "Never" else {"Rows": "512"})
+        assert expanded["RequestedTags"] == expected
+
+
 # -- reference -----------------------------------------------------------------------------------------
 
 # Queries whose answers Orthanc 1.10.1 and Isengard must agree on, as sets (Orthanc's order is arbitrary).

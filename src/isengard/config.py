@@ -178,6 +178,15 @@ def _encoding(option: str, value: str) -> str:
     return value
 
 
+STORAGE_ACCESS_ON_FIND = ("Always", "Answers", "Never")
+
+
+def _storage_access(option: str, value: str) -> str:
+    if value not in STORAGE_ACCESS_ON_FIND:
+        raise ConfigurationError(f'Option "{option}" must be one of {", ".join(STORAGE_ACCESS_ON_FIND)}, not "{value}"')
+    return value
+
+
 def _users(option: str, value: dict) -> dict[str, str]:
     if not all(isinstance(password, str) for password in value.values()):
         raise ConfigurationError(f'Option "{option}" must map user names to password strings')
@@ -337,6 +346,9 @@ OPTIONS: tuple[Option, ...] = (
            "certificate (a certificate presented is always checked)."),
     Option("DefaultEncoding", "Latin1", "Character set assumed for DICOM files without SpecificCharacterSet, also "
            "used in C-FIND answers. One of: " + ", ".join(sorted(ENCODINGS)) + ".", _encoding),
+    Option("StorageAccessOnFind", "Always", "Whether C-FIND and /tools/find read the stored files for the tags "
+           "the index does not hold: Always (to match and to answer), Answers (only to answer: a constraint on "
+           "such a tag then matches nothing) or Never (the index only; faster).", _storage_access),
     Option("LimitFindResults", 0, "Most answers to a C-FIND at the patient, study or series level (0: no limit)."),
     Option("LimitFindInstances", 0, "Most answers to a C-FIND at the instance level (0: no limit)."),
     Option("QueryRetrieveSize", 100, "Most queries of /modalities/{id}/query kept in memory for /queries; the "
@@ -432,6 +444,7 @@ class Configuration:
     dicom_tls_trusted_certificates: str | None
     dicom_tls_remote_certificate_required: bool
     default_encoding: str
+    storage_access_on_find: str
     limit_find_results: int
     limit_find_instances: int
     query_retrieve_size: int

@@ -119,6 +119,12 @@ class Isengard:
             return self.storage.read_range(attachment.info, int(offset))
         return self.storage.read(attachment.info)
 
+    def storage_for_find(self, answers: bool) -> StorageArea | None:
+        """The storage area, if StorageAccessOnFind lets a find read it to match (or, with
+        `answers`, to answer); None otherwise."""
+        access = self.config.storage_access_on_find
+        return self.storage if access == "Always" or (answers and access == "Answers") else None
+
     def close(self) -> None:
         self.dicom_server.stop()
         self.jobs.close()

@@ -154,19 +154,20 @@ def _stored_below(tag: int, level: Level) -> bool:
 # -- finding -----------------------------------------------------------------------------------
 
 
-def find(index: IndexTransaction, storage: StorageArea, query: FindQuery, cap: int = 0) -> list[Resource]:
+def find(index: IndexTransaction, storage: StorageArea | None, query: FindQuery, cap: int = 0) -> list[Resource]:
     """The resources matching `query`, in insertion order (or `order_by`), paged by since/limit;
-    `cap` (LimitFindResults/LimitFindInstances) bounds how far the paging may go."""
+    `cap` (LimitFindResults/LimitFindInstances) bounds how far the paging may go. Without `storage`
+    (StorageAccessOnFind), a constraint on a tag that only the files hold matches nothing."""
     window = _window(query.since, query.limit, cap)
     if window is None:
         return []
     offset, count = window
-    plan = _Plan(query, sqlite=index.connection.dialect.name == "sqlite")
+    plan = _Plan(query, sqlite=index.connection.dialect.name == "sqlite", read_files=storage is not None)
     if not plan.needs_python:
         rows = index.connection.execute(plan.statement().offset(offset).limit(count)).all()
         return [plan.resource(row) for row in rows]
     candidates = index.connection.execute(plan.statement()).all()
-    return _filter(index, storage, plan, candidates, offset, count)
+    return _filter(index, storage, plan, candidates, offset, count)  # type: ignore[arg-type]  # files only with storage
 
 
 def _window(since: int, limit: int, cap: int) -> tuple[int, int | None] | None:
@@ -218,10 +219,11 @@ class _Plan:
     values to recheck in Python are joined to the target resource instead.
     """
 
-    def __init__(self, query: FindQuery, sqlite: bool):
+    def __init__(self, query: FindQuery, sqlite: bool, read_files: bool = True):
         self.query = query
         self.level = query.level
         self.sqlite = sqlite
+        self.read_files = read_files
         self.target = alias(resources, "target")
         self._numbers = itertools.count()
         self._joined: dict[Level, Alias] = {self.level: self.target}  # the target and its ancestors
@@ -300,7 +302,7 @@ class _Plan:
         holder = indexed_level(constraint.tag, self.level)
         if holder is not None:
             self._add_main_tag_constraint(holder, constraint)
-        elif _stored_below(constraint.tag, self.level):
+        elif _stored_below(constraint.tag, self.level) or not self.read_files:
             self._filter(self.level, false())
         else:
             self.file_constraints.append(constraint)
@@ -502,10 +504,11 @@ def _prefix_range(column: ColumnElement[str], prefix: str) -> list[ColumnElement
 
 
 def requested_tags(
-    index: IndexTransaction, storage: StorageArea, found: list[Resource], tags: list[int]
+    index: IndexTransaction, storage: StorageArea | None, found: list[Resource], tags: list[int]
 ) -> dict[int, dict[int, str]]:
     """The values of `tags` for resources of one level: computed tags, main tags of the level and of
-    its ancestors from the index, any other from the file of one instance. Absent tags are left out."""
+    its ancestors from the index, any other from the file of one instance (not without `storage`).
+    Absent tags are left out."""
     if not found:
         return {}
     level = found[0].level
@@ -526,7 +529,7 @@ def requested_tags(
         stored = index.main_tags_of(sorted(set(ancestors.values())))
         for internal_id, ancestor_id in ancestors.items():
             values[internal_id].update({t: stored[ancestor_id][t] for t in holder_tags if t in stored[ancestor_id]})
-    if from_files:
+    if from_files and storage is not None:
         for internal_id, read in file_tags(index, storage, level, ids, from_files).items():
             values[internal_id].update(read)
     return values

@@ -222,9 +222,9 @@ def run_find(isengard: "Isengard", request: CFind, settings: FindSettings) -> tu
     them short). An answer that reads a file is built when taken: the first ones go out before
     all files are read, and a C-CANCEL stops the reading."""
     with isengard.index.read() as index:
-        found = find(index, isengard.storage, request.query)
+        found = find(index, isengard.storage_for_find(answers=False), request.query)
         kept = found[: settings.limit] if settings.limit else found
-        answers = AnswerWriter(request, settings).answers(index, isengard.storage, kept)
+        answers = AnswerWriter(request, settings).answers(index, isengard.storage_for_find(answers=True), kept)
     return len(kept), answers, len(kept) == len(found)
 
 
@@ -234,7 +234,8 @@ class AnswerWriter:
         self.own_aet = settings.own_aet
         self.codec, self.charset_term = ENCODINGS[settings.default_encoding]
 
-    def answers(self, index: IndexTransaction, storage: StorageArea, found: list[Resource]) -> Iterator[Dataset]:
+    def answers(self, index: IndexTransaction, storage: StorageArea | None, found: list[Resource]) -> Iterator[Dataset]:
+        """Values that only the files hold are left empty without `storage` (StorageAccessOnFind)."""
         if not found:
             return iter(())
         level = self.request.level
@@ -243,7 +244,8 @@ class AnswerWriter:
         values = requested_tags(index, storage, found, [int(tag) for tag in indexed])
         outside = [int(key.tag) for key in asked if key.tag not in indexed]
         ids = [resource.internal_id for resource in found]
-        files = file_datasets(index, storage, level, ids, outside) if outside and self.request.reads_files else {}
+        reads_files = outside and self.request.reads_files and storage is not None
+        files = file_datasets(index, storage, level, ids, outside) if reads_files else {}  # type: ignore[arg-type]
         return (self._answer(values[i], files.get(i)) for i in ids)
 
     def _answer(self, values: dict[int, str], file: Dataset | None) -> Dataset:

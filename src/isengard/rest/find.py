@@ -185,10 +185,11 @@ def run_find(isengard: Isengard, body: bytes) -> list:
     query = request.query
     cap = config.limit_find_instances if query.level == Level.INSTANCE else config.limit_find_results
     with isengard.index.read() as index:
-        found = find(index, isengard.storage, query, cap)
+        found = find(index, isengard.storage_for_find(answers=False), query, cap)
         if not request.expand:
             return [resource.public_id for resource in found]
-        return expand(isengard, index, found, request.tag_format, request.requested_tags)
+        return expand(isengard, index, found, request.tag_format, request.requested_tags,
+                      isengard.storage_for_find(answers=True))
 
 
 async def post_find(request: Request) -> Response:

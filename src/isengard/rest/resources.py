@@ -32,7 +32,8 @@ def requested_tags(request: Request) -> list[int]:
 
 def _expand(request: Request, index: IndexTransaction, found: list[Resource]) -> list[dict]:
     fmt = TagFormat(full=query_flag(request, "full"), short=query_flag(request, "short"))
-    return expand(server(request), index, found, fmt, requested_tags(request))
+    isengard = server(request)
+    return expand(isengard, index, found, fmt, requested_tags(request), isengard.storage)
 
 
 def list_resources(request: Request) -> Response:

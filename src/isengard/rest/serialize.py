@@ -13,7 +13,7 @@ from ..dicom.parse import int32, parse_integer
 from ..dicom.tags import OWN_MAIN_DICOM_TAGS, PATIENT_TAGS, format_tag, tag_name
 from ..index import IndexTransaction, MetadataType, Resource
 from ..index.find import requested_tags
-from ..storage import ContentType
+from ..storage import ContentType, StorageArea
 from pydicom.datadict import tag_for_keyword
 
 if TYPE_CHECKING:
@@ -131,13 +131,15 @@ def series_status(expected: int | None, positions: list[str | None]) -> str:
 
 
 def expand(
-    isengard: "Isengard", index: IndexTransaction, found: list[Resource], fmt: TagFormat, requested: list[int] = ()
+    isengard: "Isengard", index: IndexTransaction, found: list[Resource], fmt: TagFormat, requested: list[int] = (),
+    storage: StorageArea | None = None,
 ) -> list[dict]:
     """The answers of `?expand` and of `"Expand": true`: the resources' JSON with the server's
-    StableAge, and their "RequestedTags" when some are requested."""
+    StableAge, and their "RequestedTags" when some are requested (those that only the files hold
+    are read from `storage`, if given)."""
     answers = resources_json(index, found, fmt, isengard.config.raw.get("StableAge", 60))
     if requested:
-        values = requested_tags(index, isengard.storage, found, list(requested))
+        values = requested_tags(index, storage, found, list(requested))
         for answer, resource in zip(answers, found):
             answer["RequestedTags"] = fmt.tags(values[resource.internal_id])
     return answers
