@@ -24,6 +24,9 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
+from isengard.config import load_configuration
+from isengard.server import Isengard
+
 from conftest import ServerProcess, running_isengard, sample
 from orthanc import running_orthanc
 
@@ -353,6 +356,15 @@ def test_saved_jobs_come_back_after_a_restart(tmp_path):
             client.post(f"/jobs/{canceled}/cancel")
             time.sleep(0.5)  # the jobs are saved within 0.1 s of a change
             server.kill()  # no chance to save at the stop: what was saved must do
+
+    # In process: a restored pending job waits until the server says that its DICOM server
+    # listens (start_restored, which the second start below goes through).
+    isengard = Isengard(load_configuration(folder / "config.json"))
+    try:
+        time.sleep(0.5)
+        assert isengard.jobs.describe(pending)["State"] == "Pending"
+    finally:
+        isengard.close()
 
     with running_isengard(folder, **options) as server:
         client = server.client

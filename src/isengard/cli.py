@@ -75,6 +75,7 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
         isengard.dicom_server.start()  # stopped by isengard.close()
     except OSError as exc:
         raise ConfigurationError(f"Cannot listen on DicomPort {config.dicom_port}: {exc.strerror or exc}") from None
+    isengard.jobs.start_restored()
     server.run()
 
 

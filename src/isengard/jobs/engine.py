@@ -194,6 +194,7 @@ class JobsEngine:
         self._history: deque[JobRecord] = deque()  # finished jobs, the oldest first
         self._closing = False
         self._dirty = threading.Event()
+        self._restored: list[JobRecord] = []  # pending jobs restored, queued by start_restored
         if store is not None:
             self._restore(store.load(), isengard)
         self._threads = [
@@ -242,6 +243,15 @@ class JobsEngine:
 
     def output(self, job_id: str, key: str) -> JobOutput | None:
         return self._outputs.get(job_id, key)
+
+    def start_restored(self) -> None:
+        """Queue the pending jobs saved before the last stop. The server calls this once its DICOM
+        server listens: a restored retrieval may have a node send the instances to it."""
+        with self._lock:
+            for record in self._restored:
+                self._enqueue(record)  # those paused or canceled since are skipped by the workers
+            self._restored.clear()
+            self._lock.notify_all()
 
     # -- transitions; False when the job is unknown or the transition is not allowed ----------------------
 
@@ -429,7 +439,7 @@ class JobsEngine:
                 continue
             self._records[job_id] = record
             if record.state is JobState.PENDING:
-                self._enqueue(record)
+                self._restored.append(record)
         finished = sorted((r for r in self._records.values() if r.finished), key=lambda r: r.last_change)
         self._history.extend(finished)
         self._forget_oldest()
