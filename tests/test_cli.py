@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import free_port, running_isengard
+from conftest import free_port, running_isengard, sample
 
 ISENGARD = [sys.executable, "-m", "isengard.cli"]
 
@@ -94,20 +95,46 @@ def test_dicom_port_in_use_stops_start_up_with_a_message(tmp_path):
     assert f"Cannot listen on DicomPort {dicom_port}" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_sigterm_closes_the_server_before_exiting(tmp_path):
-    """Closing writes the index's last state: a clean stop leaves no SQLite write-ahead log behind."""
+def start_server(tmp_path: Path, **popen) -> tuple[subprocess.Popen, int]:
     path = tmp_path / "config.json"
     port = free_port()
     path.write_text(json.dumps({"StorageDirectory": str(tmp_path / "db"), "HttpPort": port, "DicomPort": free_port()}))
-    process = subprocess.Popen(ISENGARD + [str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(ISENGARD + [str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
     deadline = time.monotonic() + 30
     while True:
         try:
             httpx.get(f"http://127.0.0.1:{port}/system")
-            break
+            return process, port
         except httpx.TransportError:
             assert time.monotonic() < deadline and process.poll() is None
             time.sleep(0.1)
+
+
+def test_sigterm_closes_the_server_before_exiting(tmp_path):
+    """Closing writes the index's last state: a clean stop leaves no SQLite write-ahead log behind."""
+    process, _ = start_server(tmp_path)
     process.terminate()
     assert process.wait(30) == 0
     assert not list((tmp_path / "db").glob("*-wal"))
+
+
+def test_ctrl_c_stops_the_server_and_its_writer_processes_quietly(tmp_path):
+    """Ctrl+C reaches the whole process group of a terminal: the server stops cleanly, and its
+    writer processes (storage) end with it, without a traceback."""
+    process, port = start_server(tmp_path, start_new_session=True)  # a group of its own, as in a terminal
+    stored = httpx.post(f"http://127.0.0.1:{port}/instances", content=sample("DummyCT.dcm").read_bytes())
+    assert stored.status_code == 200  # which started a writer process
+    writers = [pid for pid in _children(process.pid)]
+    assert writers
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(30) == 0
+    assert "Traceback" not in process.stderr.read().decode()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in writers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in writers)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]

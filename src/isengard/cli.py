@@ -65,10 +65,12 @@ def serve(isengard: Isengard, log_level: int = logging.WARNING) -> None:
         access_log=log_level <= logging.DEBUG,
     )
     server = uvicorn.Server(uvicorn_config)
-    # uvicorn stops on SIGTERM, then raises the signal again once it has restored the previous
-    # handler: with Python's default one, the process would die before closing jobs, index and
-    # DICOM server. This one lets `main` close them and exit with status 0.
-    signal.signal(signal.SIGTERM, _exit_after_closing)
+    # uvicorn stops on SIGTERM and SIGINT (Ctrl+C), then raises the signal again once it has
+    # restored the previous handler: with Python's default ones, the process would die before
+    # closing jobs, index and DICOM server (or with a KeyboardInterrupt traceback). This one lets
+    # `main` close them and exit with status 0.
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, _exit_after_closing)
     isengard.lifecycle.attach(lambda: setattr(server, "should_exit", True))
     log.warning("Isengard %s serving HTTP on port %d", __version__, config.http_port)
     try:

@@ -20,8 +20,11 @@ class WriterProcess:
     """A writer process, used by one thread at a time (see WriterPool)."""
 
     def __init__(self) -> None:
+        # In a session of its own, a writer is not interrupted by the Ctrl+C meant for the server,
+        # which stops it by closing its pipe (as the end of the server does, however abrupt).
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-S", program.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            [sys.executable, "-I", "-S", program.__file__],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, start_new_session=True,
         )
         self._requests = self._process.stdin.fileno()  # type: ignore[union-attr]
         self._answers = self._process.stdout.fileno()  # type: ignore[union-attr]
@@ -82,7 +85,8 @@ class WriterPool:
             self._idle.put(writer)
             return
         with self._lock:  # a dead writer's place goes to a new one, on demand
-            self._all.remove(writer)
+            if writer in self._all:  # else closed with the pool
+                self._all.remove(writer)
         writer.close()
 
     def close(self) -> None:
