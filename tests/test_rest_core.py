@@ -186,3 +186,24 @@ def test_requested_tags_on_listings_and_resources(loaded):
     series = server.client.get(f"/studies/{study}/series?requestedTags=RepetitionTime").json()
     assert "RepetitionTime" in series[0]["RequestedTags"]
     assert server.client.get("/studies?expand&requestedTags=NotATag").status_code == 400
+
+
+def test_http_compression_for_the_clients_that_accept_it(loaded, tmp_path):
+    """HttpCompressionEnabled (true by default): gzip for a client that accepts it, and a large
+    enough answer; never otherwise."""
+    server, _ = loaded
+    instance = server.client.get("/instances").json()[0]
+    url = f"/instances/{instance}/tags"
+
+    def encoding(client: httpx.Client, accept: str) -> str | None:
+        answer = client.get(url, headers={"Accept-Encoding": accept})
+        assert answer.status_code == 200 and answer.json()  # decoded by httpx when compressed
+        return answer.headers.get("content-encoding")
+
+    assert encoding(server.client, "gzip, deflate") == "gzip"
+    assert encoding(server.client, "identity") is None
+    assert server.client.get("/system", headers={"Accept-Encoding": "gzip"}).headers.get("content-encoding") is None
+    with running_isengard(tmp_path / "plain", HttpCompressionEnabled=False) as plain:
+        instance = plain.upload(sample("DummyCT.dcm"))["ID"]
+        url = f"/instances/{instance}/tags"
+        assert encoding(plain.client, "gzip") is None

@@ -3,6 +3,7 @@
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.types import Receive, Scope, Send
 
 from ..server import Isengard
 from . import (
@@ -18,6 +19,19 @@ ROUTE_MODULES = (
 )
 
 
+class Compression(GZipMiddleware):
+    """Starlette's gzip for the clients that accept it, out of the way of the others (most API
+    clients): its pass-through responder inspected each response, for 2% of an ingest's time."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not any(
+            name == b"accept-encoding" and b"gzip" in value for name, value in scope["headers"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(isengard: Isengard) -> Starlette:
     config = isengard.config
     middleware = [
@@ -28,7 +42,7 @@ def create_app(isengard: Isengard) -> Starlette:
         )
     ]
     if config.http_compression_enabled:
-        middleware.append(Middleware(GZipMiddleware, minimum_size=1024))
+        middleware.append(Middleware(Compression, minimum_size=1024))
     routes = [route for module in ROUTE_MODULES for route in module.routes()]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS)  # type: ignore[arg-type]
     app.state.isengard = isengard

@@ -1,6 +1,7 @@
 """HTTP access control: loopback-only unless RemoteAccessAllowed, and Basic authentication."""
 
 import base64
+import functools
 import hmac
 import ipaddress
 
@@ -50,8 +51,14 @@ def _is_loopback(scope: Scope) -> bool:
     client = scope.get("client")
     if not client:
         return True  # in-process calls (tests, scripting) have no peer address
+    return _loopback_address(client[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def _loopback_address(host: str) -> bool:
+    """Parsing the address costs more than the rest of the check: the few clients are remembered."""
     try:
-        return ipaddress.ip_address(client[0]).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
