@@ -58,6 +58,7 @@ from ..index.find import (
 from ..index.index import IndexTransaction, Resource
 from ..storage import StorageArea
 from .modalities import Request
+from .text_answers import PLAIN_CODECS, Element, TextAnswer
 
 if TYPE_CHECKING:
     from ..server import Isengard
@@ -217,7 +218,9 @@ def _constraint(key: Key, settings: FindSettings) -> Constraint | None:
 # -- the answers ---------------------------------------------------------------------------------
 
 
-def run_find(isengard: "Isengard", request: CFind, settings: FindSettings) -> tuple[int, Iterator[Dataset], bool]:
+def run_find(
+    isengard: "Isengard", request: CFind, settings: FindSettings
+) -> tuple[int, Iterator[Dataset | TextAnswer], bool]:
     """How many answers, the answers, and whether they are all of them (False when the limit cut
     them short). An answer that reads a file is built when taken: the first ones go out before
     all files are read, and a C-CANCEL stops the reading."""
@@ -233,8 +236,11 @@ class AnswerWriter:
         self.request = request
         self.own_aet = settings.own_aet
         self.codec, self.charset_term = ENCODINGS[settings.default_encoding]
+        self.plain_text = self.codec in PLAIN_CODECS  # answers of text only are encoded by TextAnswer
 
-    def answers(self, index: IndexTransaction, storage: StorageArea | None, found: list[Resource]) -> Iterator[Dataset]:
+    def answers(
+        self, index: IndexTransaction, storage: StorageArea | None, found: list[Resource]
+    ) -> Iterator[Dataset | TextAnswer]:
         """Values that only the files hold are left empty without `storage` (StorageAccessOnFind)."""
         if not found:
             return iter(())
@@ -248,23 +254,33 @@ class AnswerWriter:
         files = file_datasets(index, storage, level, ids, outside) if reads_files else {}  # type: ignore[arg-type]
         return (self._answer(values[i], files.get(i)) for i in ids)
 
-    def _answer(self, values: dict[int, str], file: Dataset | None) -> Dataset:
-        answer = Dataset()
-        answer.add(_element(SPECIFIC_CHARACTER_SET, "CS", self.charset_term))
+    def _answer(self, values: dict[int, str], file: Dataset | None) -> Dataset | TextAnswer:
+        texts: dict[BaseTag, Element] = {SPECIFIC_CHARACTER_SET: (SPECIFIC_CHARACTER_SET, "CS", self.charset_term)}
+        copies = []
         charset = CharacterSet.of(file) if file else None
         for key in self.request.keys:
             text = values.get(key.tag)
             if text is None and charset is not None and key.tag in file:
                 text = element_text(file, key.tag, charset)  # the file's text, as the index would hold it
             if key.tag == QUERY_RETRIEVE_LEVEL:
-                answer.add(_element(key.tag, "CS", self.request.level_text))
-            elif text is not None:
-                answer.add(self._text_element(key.tag, key.vr, text))
-            elif file is not None and key.tag in file:  # a sequence, or a value without text (binary, unknown VR)
-                answer.add(self._copy(file[key.tag]))
-            else:
-                answer.add(_element(key.tag, key.vr, None))
-        answer.add(_element(RETRIEVE_AE_TITLE, "AE", self.own_aet))
+                texts[key.tag] = (key.tag, "CS", self.request.level_text)
+            elif text is not None or file is None or key.tag not in file:
+                texts[key.tag] = (key.tag, key.vr, text)
+            else:  # a sequence, or a value without text (binary, unknown VR)
+                copies.append(self._copy(file[key.tag]))
+        texts[RETRIEVE_AE_TITLE] = (RETRIEVE_AE_TITLE, "AE", self.own_aet)
+        answer = TextAnswer(list(texts.values()), self.codec, self._dataset)
+        if copies or not self.plain_text or any(vr not in STRING_VRS for _, vr, _ in answer.elements):
+            dataset = answer.dataset()
+            for copy in copies:
+                dataset.add(copy)
+            return dataset
+        return answer
+
+    def _dataset(self, elements: list[Element]) -> Dataset:
+        answer = Dataset()
+        for tag, vr, text in elements:
+            answer.add(_element(tag, vr, None) if text is None else self._text_element(tag, vr, text))
         return answer
 
     def _text_element(self, tag: BaseTag, vr: str, text: str) -> DataElement:

@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from ..errors import IsengardError
 from ..ingest import Origin
-from . import commands, reactor
+from . import commands, reactor, text_answers
 from .access import AccessControl
 from .commitment import N_ACTION_SYNTAXES, N_EVENT_REPORT_SYNTAXES, serve_commitment_report, serve_commitment_request
 from .files import file_header
@@ -53,6 +53,7 @@ MAXIMUM_ASSOCIATIONS = 200
 _config.LOG_HANDLER_LEVEL = "none"
 reactor.install()
 commands.install()
+text_answers.install()
 
 
 @dataclass(frozen=True)
