@@ -169,6 +169,20 @@ def test_echo_timeout_toward_a_node_that_never_answers(server):
             assert seconds - 0.2 < time.monotonic() - start < seconds + 2
 
 
+def test_slow_requests_do_not_hold_the_others(server, silent_port):
+    """Blocking handlers run on a pool of 40 threads (asyncio's default has 6 on this machine):
+    20 echoes that each wait 1 s for a silent node run at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"AET": "SILENT", "Host": "127.0.0.1", "Port": silent_port, "Timeout": 1}
+    with ThreadPoolExecutor(20) as pool:
+        start = time.monotonic()
+        answers = list(pool.map(lambda _: server.client.post("/tools/dicom-echo", json=body), range(20)))
+        elapsed = time.monotonic() - start
+    assert [answer.status_code for answer in answers] == [500] * 20
+    assert elapsed < 2.5
+
+
 def test_isengard_and_orthanc_echo_and_store_both_ways(tmp_path):
     isengard_port, orthanc_port = free_port(), free_port()
     with running_orthanc(

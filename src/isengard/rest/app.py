@@ -12,6 +12,7 @@ from . import (
 from . import commitment, worklists
 from .errors import HANDLERS
 from .security import AccessControl
+from .threads import on_thread, thread_pool
 
 ROUTE_MODULES = (
     system, instances, resources, metadata, tags, find, tools, modalities, sending, queries, jobs, archives,
@@ -43,7 +44,7 @@ def create_app(isengard: Isengard) -> Starlette:
     ]
     if config.http_compression_enabled:
         middleware.append(Middleware(Compression, minimum_size=1024))
-    routes = [route for module in ROUTE_MODULES for route in module.routes()]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS)  # type: ignore[arg-type]
+    routes = [on_thread(route) for module in ROUTE_MODULES for route in module.routes()]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS, lifespan=thread_pool)  # type: ignore[arg-type]
     app.state.isengard = isengard
     return app

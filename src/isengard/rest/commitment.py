@@ -5,7 +5,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -19,6 +18,7 @@ from ..network.modalities import bad_format, parse_timeout
 from ..server import Isengard
 from .modalities import requested_modality, json_object_body
 from .responses import empty_json, json, server
+from .threads import in_thread
 
 RESOURCES, DICOM_INSTANCES = "Resources", "DicomInstances"
 
@@ -83,9 +83,9 @@ async def post_storage_commitment(request: Request) -> Response:
     modality = requested_modality(request)
     body = await json_object_body(request, "Must provide a JSON object with a list of resources")
     isengard = server(request)
-    instances = await run_in_threadpool(_requested_instances, isengard, body)
+    instances = await in_thread(_requested_instances, isengard, body)
     timeout = parse_timeout(body["Timeout"]) if "Timeout" in body else 0
-    transaction_uid = await run_in_threadpool(request_commitment, isengard, modality, instances, timeout)
+    transaction_uid = await in_thread(request_commitment, isengard, modality, instances, timeout)
     return json({"ID": transaction_uid, "Path": f"/storage-commitment/{transaction_uid}"})
 
 
@@ -117,7 +117,7 @@ async def remove_after_commitment(request: Request) -> Response:
             ErrorCode.BAD_SEQUENCE_OF_CALLS,
             f"Cannot remove DICOM instances with a pending or failed storage commitment transaction: {transaction_uid}",
         )
-    await run_in_threadpool(_remove_committed, server(request), report)
+    await in_thread(_remove_committed, server(request), report)
     return empty_json()
 
 

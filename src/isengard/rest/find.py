@@ -8,7 +8,6 @@ of Orthanc's manual, Labels/LabelsConstraint, MetadataQuery, OrderBy and ParentP
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -23,6 +22,7 @@ from ..server import Isengard
 from .metadata import metadata_names, valid_label
 from .responses import json, parse_json_body, server
 from .serialize import TagFormat, expand
+from .threads import in_thread
 
 ORDER_TYPES = {"DicomTag": False, "Metadata": True}
 ORDER_DIRECTIONS = {"ASC": False, "DESC": True}
@@ -194,7 +194,7 @@ def run_find(isengard: Isengard, body: bytes) -> list:
 
 async def post_find(request: Request) -> Response:
     body = await request.body()
-    return json(await run_in_threadpool(run_find, server(request), body))
+    return json(await in_thread(run_find, server(request), body))
 
 
 def run_lookup(isengard: Isengard, identifier: str) -> list[dict]:
@@ -207,7 +207,7 @@ def run_lookup(isengard: Isengard, identifier: str) -> list[dict]:
 
 async def post_lookup(request: Request) -> Response:
     identifier = (await request.body()).decode("utf-8", errors="replace").strip()
-    return json(await run_in_threadpool(run_lookup, server(request), identifier))
+    return json(await in_thread(run_lookup, server(request), identifier))
 
 
 def routes() -> list[Route]:

@@ -3,7 +3,6 @@
 import io
 import zipfile
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,6 +12,7 @@ from ..errors import ErrorCode, IsengardError
 from ..ingest import Origin, StoreResult
 from ..server import Isengard
 from .responses import json, server
+from .threads import in_thread
 
 ZIP_MAGIC = b"PK\x03\x04"
 
@@ -45,12 +45,12 @@ async def post_instances(request: Request) -> Response:
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=100000, max_part_size=1 << 34)
         files = [await part.read() for _, part in form.multi_items() if hasattr(part, "read")]
-        answers = [await run_in_threadpool(_store_any, isengard, data, origin) for data in files]
+        answers = [await in_thread(_store_any, isengard, data, origin) for data in files]
         flat = [a for answer in answers for a in (answer if isinstance(answer, list) else [answer])]
         return json(flat[0] if len(flat) == 1 else flat)
     body = await request.body()
     if body.startswith(ZIP_MAGIC):
-        return json(await run_in_threadpool(_store_zip, isengard, body, origin))
+        return json(await in_thread(_store_zip, isengard, body, origin))
     return json(store_answer(await isengard.ingest.store_async(body, origin)))
 
 

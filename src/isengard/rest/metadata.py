@@ -18,7 +18,6 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -35,6 +34,7 @@ from ..server import Isengard
 from ..storage import ContentType, FileInfo
 from ..storage.area import CompressionType, decompress_data
 from .responses import empty_json, json, query_flag, server
+from .threads import in_thread
 
 ATTACHMENT_NAMES = {
     ContentType.DICOM: "dicom",
@@ -187,7 +187,7 @@ def dispatch(level: Level, handlers: dict[str, Handler]) -> Callable[[Request], 
             raise HTTPException(405, headers={"Allow": allow})
         if inspect.iscoroutinefunction(handler):
             return await handler(request, level)
-        return await run_in_threadpool(handler, request, level)
+        return await in_thread(handler, request, level)
 
     return endpoint
 
@@ -231,7 +231,7 @@ async def put_metadata(request: Request, level: Level) -> Response:
         value = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         raise IsengardError(ErrorCode.BAD_REQUEST, "The value of a metadata must be UTF-8 text") from None
-    etag = await run_in_threadpool(_store_metadata, request, level, number, value, given)
+    etag = await in_thread(_store_metadata, request, level, number, value, given)
     return Response(media_type="text/plain", headers=etag.header)
 
 
@@ -403,12 +403,12 @@ async def put_attachment(request: Request, level: Level) -> Response:
     number = attachment_names(isengard.config).writable(request.path_params["name"])
     given = if_match(request, required=False)
     body = await request.body()
-    info = await run_in_threadpool(isengard.storage.create, body, number)
+    info = await in_thread(isengard.storage.create, body, number)
 
     def vet(current: StoredAttachment | None) -> None:
         check_revision(given, ETag.of_attachment(current) if current else None, isengard.config.check_revisions)
 
-    _, revision = await run_in_threadpool(commit_attachment, isengard, level, request.path_params["id"], info, vet)
+    _, revision = await in_thread(commit_attachment, isengard, level, request.path_params["id"], info, vet)
     response = empty_json()
     response.headers.update(ETag(revision, info.uncompressed_md5).header)
     return response

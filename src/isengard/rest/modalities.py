@@ -3,7 +3,6 @@
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,6 +11,7 @@ from ..errors import ErrorCode, IsengardError
 from ..network.modalities import Modality, bad_format, parse_modality, parse_timeout
 from ..network.scu import ScuSettings, echo
 from .responses import boolean_text, json, server, text
+from .threads import in_thread
 
 # What GET /modalities/{id} lists, as Orthanc 1.10.1 answers (whether or not Isengard serves them yet).
 MODALITY_OPERATIONS = [
@@ -97,7 +97,7 @@ async def _echo(request: Request, modality: Modality, options: dict[str, Any]) -
     check_find = options.get("CheckFind")
     if not isinstance(check_find, bool):
         check_find = isengard.config.dicom_echo_checks_find
-    await run_in_threadpool(echo, modality, ScuSettings.from_config(isengard.config), timeout, check_find)
+    await in_thread(echo, modality, ScuSettings.from_config(isengard.config), timeout, check_find)
     return json({})
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -52,6 +51,7 @@ from ..network.scu import ScuSettings
 from ..server import Isengard
 from .jobs import JobMode, answer_job, job_mode
 from .responses import json, server, text
+from .threads import in_thread
 
 NOT_AN_OBJECT = "Must provide a JSON object"
 MOVE_FIELDS = "Must provide a JSON body containing fields Resources and Level"
@@ -206,7 +206,7 @@ def _find_route(level: Level) -> Callable[[Request], Awaitable[Response]]:
             return Response(status_code=400)  # Orthanc answers these without a body
         isengard = server(request)
         modality = requested_modality(isengard, request.path_params["id"])
-        answers = await run_in_threadpool(_find, isengard, modality, level, query)
+        answers = await in_thread(_find, isengard, modality, level, query)
         return json([tags_json(answer, "simplify") for answer in answers])
 
     return find_level
@@ -225,7 +225,7 @@ async def find_hierarchy(request: Request) -> Response:
         return Response(status_code=400)
     isengard = server(request)
     modality = requested_modality(isengard, request.path_params["id"])
-    return json(await run_in_threadpool(_hierarchy, isengard, modality, fields))
+    return json(await in_thread(_hierarchy, isengard, modality, fields))
 
 
 def _hierarchy(isengard: Isengard, modality: Modality, fields: TagMap) -> list[dict]:
@@ -273,7 +273,7 @@ async def query_modality(request: Request) -> Response:
 
 
 async def _run_and_keep(isengard: Isengard, query: Query) -> Response:
-    await run_in_threadpool(query.run, ScuSettings.from_config(isengard.config), isengard.config.default_encoding)
+    await in_thread(query.run, ScuSettings.from_config(isengard.config), isengard.config.default_encoding)
     query_id = isengard.queries.add(query)
     return json({"ID": query_id, "Path": f"/queries/{query_id}"})
 
@@ -421,7 +421,7 @@ def _modality_retrieve_route(method: RetrieveMethod) -> Callable[[Request], Awai
             if not mode.synchronous:
                 return await answer_job(request, RetrieveJob.of(isengard, retrieval, "short"), mode)
         receiver = ingest_receiver(isengard) if method is RetrieveMethod.GET else None
-        await run_in_threadpool(retrieve, retrieval, receiver)
+        await in_thread(retrieve, retrieval, receiver)
         return json({})
 
     return retrieve_resources

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,6 +24,7 @@ from ..network.sending import MoveOriginator, StoreOptions, StoredInstance, send
 from .jobs import JobMode, answer_job
 from .modalities import requested_modality
 from .responses import json, server
+from .threads import in_thread
 
 PUBLIC_ID = re.compile(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){4}")  # what Orthanc takes for a resource ID (a SHA-1)
 MESSAGE_IDS = range(0, 65536)
@@ -118,7 +118,7 @@ async def store(request: Request) -> Response:
     isengard = server(request)
     modality = requested_modality(request)
     parsed = parse_store_request(await request.body(), isengard.config.dicom_aet)
-    instances = await run_in_threadpool(stored_instances, isengard, parsed.resources)
+    instances = await in_thread(stored_instances, isengard, parsed.resources)
     job = StoreJob(
         isengard, modality, [instance.public_id for instance in instances], parsed.options,
         parent_resources=parsed.resources, storage_commitment=parsed.storage_commitment,
@@ -131,7 +131,7 @@ async def store_straight(request: Request) -> Response:
     isengard = server(request)
     modality = requested_modality(request)
     data = await request.body()
-    parsed = await run_in_threadpool(parse_instance, data, isengard.ingest.default_encoding)
+    parsed = await in_thread(parse_instance, data, isengard.ingest.default_encoding)
     instance = StoredInstance(
         public_id="",
         sop_class_uid=parsed.sop_class_uid or "",
@@ -139,7 +139,7 @@ async def store_straight(request: Request) -> Response:
         transfer_syntax_uid=parsed.transfer_syntax,
         file=None,
     )
-    await run_in_threadpool(send_to_modality, isengard, modality, [instance], StoreOptions(), None, lambda _: data)
+    await in_thread(send_to_modality, isengard, modality, [instance], StoreOptions(), None, lambda _: data)
     return json({"SOPClassUID": instance.sop_class_uid, "SOPInstanceUID": instance.sop_instance_uid})
 
 

@@ -15,7 +15,6 @@ import orjson
 from pydicom import Dataset
 from pydicom.dataelem import DataElement
 from pydicom.sequence import Sequence
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -30,6 +29,7 @@ from ..network.scu import ScuSettings
 from ..network.worklists import find_worklists_scu
 from .modalities import requested_modality, json_object_body
 from .responses import json, server
+from .threads import in_thread
 
 INTEGER_VRS = frozenset({"US", "SS", "UL", "SL"})
 FLOAT_VRS = frozenset({"FL", "FD"})
@@ -121,7 +121,7 @@ async def find_worklist(request: Request) -> Response:
     if SPECIFIC_CHARACTER_SET not in query:
         query.SpecificCharacterSet = charset_term
     settings = ScuSettings.from_config(isengard.config)
-    answers = await run_in_threadpool(find_worklists_scu, modality, settings, query, timeout)
+    answers = await in_thread(find_worklists_scu, modality, settings, query, timeout)
     return json([_answer_json(answer, mode, charset_term) for answer in answers])
 
 
