@@ -125,6 +125,11 @@ def orthanc_binary() -> str | None:
     return shutil.which("Orthanc") or (os.path.exists("/usr/sbin/Orthanc") and "/usr/sbin/Orthanc") or None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes that process `pid` started and has not reaped yet."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+
 def wait_for_port(port: int) -> None:
     """Wait until something (a DCMTK peer started in the background) listens on `port`."""
     deadline = time.monotonic() + 10

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import free_port, running_isengard, sample
+from conftest import child_pids, free_port, running_isengard, sample
 
 ISENGARD = [sys.executable, "-m", "isengard.cli"]
 
@@ -124,7 +124,7 @@ def test_ctrl_c_stops_the_server_and_its_writer_processes_quietly(tmp_path):
     process, port = start_server(tmp_path, start_new_session=True)  # a group of its own, as in a terminal
     stored = httpx.post(f"http://127.0.0.1:{port}/instances", content=sample("DummyCT.dcm").read_bytes())
     assert stored.status_code == 200  # which started a writer process
-    writers = [pid for pid in _children(process.pid)]
+    writers = child_pids(process.pid)
     assert writers
     os.killpg(process.pid, signal.SIGINT)
     assert process.wait(30) == 0
@@ -134,7 +134,3 @@ def test_ctrl_c_stops_the_server_and_its_writer_processes_quietly(tmp_path):
         time.sleep(0.05)
     assert not any(Path(f"/proc/{pid}").exists() for pid in writers)
 
-
-def _children(pid: int) -> list[int]:
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()]

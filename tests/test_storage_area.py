@@ -13,6 +13,8 @@ from isengard.storage import ContentType, StorageArea
 from isengard.storage.area import WRITER_MAX_SIZE, WRITER_PROCESSES
 from isengard.storage.writer import write_file
 
+from conftest import child_pids
+
 
 @pytest.fixture
 def area(tmp_path):
@@ -23,17 +25,7 @@ def area(tmp_path):
 
 def writer_pids() -> list[int]:
     """The writer processes started by this (test) process."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == os.getpid() and b"writer.py" in cmdline:
-            pids.append(int(entry.name))
-    return pids
+    return [pid for pid in child_pids(os.getpid()) if b"writer.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
 
 
 def kill(pid: int) -> None:

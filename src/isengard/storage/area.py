@@ -112,7 +112,8 @@ class PendingFile:
         return self.info
 
     def discard(self) -> None:
-        """Forget the file: it will not be indexed. Does not wait for a running fsync."""
+        """Forget the file: it will not be indexed. Does not wait for a running fsync; a write
+        handed to a writer process is waited for, since the writer would create the file after."""
         if self._placed:
             _remove_quietly(self._path)
         elif self._synced is None:
