@@ -4,6 +4,7 @@ and what happens when a write fails or a writer dies."""
 import hashlib
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,15 @@ def area(tmp_path):
 
 def writer_pids() -> list[int]:
     """The writer processes started by this (test) process."""
-    return [pid for pid in child_pids(os.getpid()) if b"writer.py" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    return [pid for pid in child_pids(os.getpid()) if b"writer.py" in _command_line(pid)]
+
+
+def _command_line(pid: int) -> bytes:
+    """A process's command line; Popen returns while the kernel may still be setting it up (empty)."""
+    deadline = time.monotonic() + 2
+    while not (command := Path(f"/proc/{pid}/cmdline").read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return command
 
 
 def kill(pid: int) -> None:
