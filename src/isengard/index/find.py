@@ -413,7 +413,11 @@ def _range_condition(column: ColumnElement[str], bounds: tuple[str, ...], sqlite
     values = [column, func.lower(column)] if sqlite and all(c < "A" for c in lower + upper) else [column]
     if lower and upper:
         return and_(*(value.between(lower, upper) for value in values))
-    return and_(true(), *(value >= lower if lower else value <= upper for value in values if lower or upper))
+    if lower:
+        return and_(*(value >= lower for value in values))
+    if upper:
+        return and_(*(value <= upper for value in values))
+    return true()
 
 
 def _equality_condition(
