@@ -181,7 +181,7 @@ def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
 # -- reading -------------------------------------------------------------------------------------
 
 
-def _command_elements(command: bytes) -> dict[int, bytes] | None:
+def command_elements(command: bytes) -> dict[int, bytes] | None:
     """The elements of an encoded command set by element number; None if it is not only well-formed
     group 0000 elements, or if a value read here is text with several values or out of ASCII, or US of
     the wrong length: pynetdicom reads those."""
@@ -205,7 +205,7 @@ def _readable(number: int, value: bytes) -> bool:
     return number not in PARAMETERS or len(value) == US_LENGTH
 
 
-def _read(number: int, value: bytes) -> str | int:
+def read(number: int, value: bytes) -> str | int:
     if number in UI_ELEMENTS:
         return value.rstrip(b"\0 ").decode("ascii")
     if number in AE_ELEMENTS:
@@ -218,24 +218,24 @@ def store_response_status(pdata: P_DATA) -> int | None:
     values = pdata.presentation_data_value_list
     if len(values) != 1 or values[0][1][:1] != COMMAND_HEADERS[1]:
         return None
-    elements = _command_elements(values[0][1][1:])
+    elements = command_elements(values[0][1][1:])
     if (elements is None or elements.get(COMMAND_FIELD) != STORE_RESPONSE.to_bytes(US_LENGTH, "little")
             or elements.get(DATA_SET_TYPE) != NO_DATA_SET.to_bytes(US_LENGTH, "little") or STATUS not in elements):
         return None
-    return int(_read(STATUS, elements[STATUS]))
+    return int(read(STATUS, elements[STATUS]))
 
 
 _read_with_pynetdicom = C_STORE_RQ.message_to_primitive
 
 
 def _store_request_primitive(self: C_STORE_RQ) -> C_STORE:
-    elements = _command_elements(self.encoded_command_set.getvalue())
+    elements = command_elements(self.encoded_command_set.getvalue())
     if elements is None:
         return _read_with_pynetdicom(self)
     primitive = C_STORE()
     for number in STORE_REQUEST_ELEMENTS:
         if number in elements:
-            setattr(primitive, PARAMETERS[number], _read(number, elements[number]))
+            setattr(primitive, PARAMETERS[number], read(number, elements[number]))
     primitive.DataSet = self.data_set
     primitive._context_id = self.context_id
     primitive._dataset_path = self._data_set_path

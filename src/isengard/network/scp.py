@@ -21,13 +21,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from ..errors import IsengardError
 from ..ingest import Origin
-from . import commands, reactor, text_answers
+from . import commands, reactor, store_receiver, text_answers
 from .access import AccessControl
 from .commitment import N_ACTION_SYNTAXES, N_EVENT_REPORT_SYNTAXES, serve_commitment_report, serve_commitment_request
 from .files import file_header
 from .modalities import Request
 from .presentation import AcceptedSyntaxes, configured_transfer_syntaxes
 from .query import FIND_SYNTAXES, handle_find
+from .store_receiver import StoreReceiver, StoreRequest
 from .retrieve import GET_SYNTAXES, MOVE_SYNTAXES, serve_get, serve_move, with_requested_roles
 from .tcp import TCP_NODELAY_HANDLER
 from .tls import TLS_HANDSHAKE_HANDLER, DicomTls
@@ -53,6 +54,7 @@ MAXIMUM_ASSOCIATIONS = 200
 _config.LOG_HANDLER_LEVEL = "none"
 reactor.install()
 commands.install()
+store_receiver.install()
 text_answers.install()
 
 
@@ -97,14 +99,21 @@ def _echo(_server: "DicomServer", _event: evt.Event, _peer: Peer) -> int:
 
 
 def _store(server: "DicomServer", event: evt.Event, peer: Peer) -> int:
-    """Store the dataset as received, behind a file meta header, without decoding it."""
+    """A C-STORE that pynetdicom read (see StoreReceiver for the others)."""
     request = event.request
-    header = file_header(request.AffectedSOPClassUID, request.AffectedSOPInstanceUID, event.context.transfer_syntax)
+    received = StoreRequest(event.context.context_id, request.MessageID, request.AffectedSOPClassUID,
+                            request.AffectedSOPInstanceUID, event.context.transfer_syntax)
+    return store_received(server, peer, received, request.DataSet.getvalue())
+
+
+def store_received(server: "DicomServer", peer: Peer, request: StoreRequest, data: bytes) -> int:
+    """Store the data set as received, behind a file meta header, without decoding it."""
+    header = file_header(request.sop_class_uid, request.sop_instance_uid, request.transfer_syntax_uid)
     origin = Origin(source="DicomProtocol", remote_ip=peer.ip, remote_aet=peer.calling_aet, called_aet=peer.called_aet)
     try:
-        server.isengard.ingest.store(header + request.DataSet.getvalue(), origin)
+        server.isengard.ingest.store(header + data, origin)
     except IsengardError as exc:
-        log.error("C-STORE from %s: instance %s not stored: %s", peer, request.AffectedSOPInstanceUID, exc)
+        log.error("C-STORE from %s: instance %s not stored: %s", peer, request.sop_instance_uid, exc)
         return OUT_OF_RESOURCES
     return SUCCESS
 
@@ -194,6 +203,11 @@ class DicomServer:
         requested = [context.abstract_syntax for context in assoc.requestor.get_contexts("pcdl")]
         contexts = self.syntaxes.contexts_for(requested, self.served_syntaxes)
         assoc.acceptor.supported_contexts = with_requested_roles(contexts, assoc.requestor.role_selection)
+        assoc.store_receiver = StoreReceiver(
+            assoc,
+            lambda request, data: store_received(self, peer, request, data),
+            lambda: self.access.refuse_request(peer.calling_aet, peer.ip, Request.STORE) is None,
+        )
 
     def _release_slot(self, event: evt.Event) -> None:
         if getattr(event.assoc, "holds_slot", False):
