@@ -157,9 +157,9 @@ def test_a_small_message_takes_one_pdu():
 def test_store_response_status_reads_pynetdicoms_responses(status):
     response = _response(C_STORE, status, None, None)
     [pdata] = _pynetdicoms(response).encode_msg(1, 16384)
-    assert commands.store_response_status(pdata) == status
+    assert commands.store_response_status(pdata.presentation_data_value_list) == status
     [command, _data] = _pynetdicoms(_response(C_FIND, status, _identifier(10), None)).encode_msg(1, 16384)
-    assert commands.store_response_status(command) is None  # not a C-STORE response
+    assert commands.store_response_status(command.presentation_data_value_list) is None  # not a C-STORE response
 
 
 def _received(primitive: C_STORE, decoded: bool) -> C_STORE_RQ:

@@ -5,7 +5,8 @@ received command into a primitive element by element through pydicom: each costs
 as much as a third of what storing or sending a small instance costs, or of what sending one C-FIND
 answer costs. Those commands are a handful of fixed elements in implicit VR little endian, so:
 - the C-STORE requests Isengard sends (`store_request`) and the plain C-STORE, C-FIND, C-GET and
-  C-MOVE responses of every association (no error comment, no offending element) are written here;
+  C-MOVE responses of every association (no error comment, no offending element) are written here,
+  and sent from the calling thread (`pdus.send`);
 - a C-STORE request's elements are read straight from its encoded command set, and a plain C-STORE
   response's status from its PDU (`store_response_status`).
 Anything else goes through pynetdicom unchanged. The bytes are those pynetdicom writes (tests check
@@ -20,6 +21,8 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from . import pdus
 
 # Command elements (PS3.7 E.1) by element number, group 0000.
 GROUP_LENGTH, AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, RESPONDED_ID = 0x0000, 0x0002, 0x0100, 0x0110, 0x0120
@@ -174,8 +177,7 @@ def _send_msg(self: DIMSEServiceProvider, primitive, context_id: int) -> None:
     if message is None:
         _send_with_pynetdicom(self, primitive, context_id)
         return
-    for pdu in pdata_pdus(context_id, *message, self.maximum_pdu_size):
-        self.dul.send_pdu(pdu)
+    pdus.send(self.assoc, pdata_pdus(context_id, *message, self.maximum_pdu_size))
 
 
 # -- reading -------------------------------------------------------------------------------------
@@ -213,9 +215,9 @@ def read(number: int, value: bytes) -> str | int:
     return int.from_bytes(value, "little")
 
 
-def store_response_status(pdata: P_DATA) -> int | None:
-    """The status of a C-STORE response without data set that came whole in one PDV; else None."""
-    values = pdata.presentation_data_value_list
+def store_response_status(values: list[tuple[int, bytes]]) -> int | None:
+    """The status of a C-STORE response without data set that came whole in one PDV (as pynetdicom
+    lists them: context ID, message control header and fragment); else None."""
     if len(values) != 1 or values[0][1][:1] != COMMAND_HEADERS[1]:
         return None
     elements = command_elements(values[0][1][1:])

@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from ..errors import IsengardError
 from ..ingest import Origin
-from . import commands, reactor, store_receiver, text_answers
+from . import commands, pdus, reactor, text_answers
 from .access import AccessControl
 from .commitment import N_ACTION_SYNTAXES, N_EVENT_REPORT_SYNTAXES, serve_commitment_report, serve_commitment_request
 from .files import file_header
@@ -54,7 +54,7 @@ MAXIMUM_ASSOCIATIONS = 200
 _config.LOG_HANDLER_LEVEL = "none"
 reactor.install()
 commands.install()
-store_receiver.install()
+pdus.install()
 text_answers.install()
 
 
@@ -203,7 +203,7 @@ class DicomServer:
         requested = [context.abstract_syntax for context in assoc.requestor.get_contexts("pcdl")]
         contexts = self.syntaxes.contexts_for(requested, self.served_syntaxes)
         assoc.acceptor.supported_contexts = with_requested_roles(contexts, assoc.requestor.role_selection)
-        assoc.store_receiver = StoreReceiver(
+        assoc.pdata_receiver = StoreReceiver(
             assoc,
             lambda request, data: store_received(self, peer, request, data),
             lambda: self.access.refuse_request(peer.calling_aet, peer.ip, Request.STORE) is None,

@@ -22,7 +22,6 @@ import pydicom
 from pydicom.uid import UID
 from pynetdicom import build_context, evt
 from pynetdicom.association import Association
-from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu_primitives import P_DATA
@@ -38,6 +37,7 @@ from ..storage import ContentType
 from ..storage.area import FileInfo
 from .commands import pdata_pdus, store_request, store_response_status
 from .modalities import Modality
+from .pdus import PDataReceiver, pdv_items, pdv_value, send
 from .presentation import EXPLICIT_BIG_ENDIAN, EXPLICIT_LITTLE_ENDIAN, IMPLICIT_LITTLE_ENDIAN
 from .scu import MAX_AET_LENGTH, NetworkError, NoPresentationContext, ScuSettings, associate
 
@@ -257,11 +257,12 @@ class InstanceSender:
         self._contexts = {
             (cx.abstract_syntax, cx.transfer_syntax[0]): cx.context_id for cx in assoc.accepted_contexts if cx.as_scu
         }
-        assoc.dimse.receive_primitive = self._receive_primitive  # type: ignore[method-assign]
+        self._next_receiver: PDataReceiver | None = getattr(assoc, "pdata_receiver", None)
+        assoc.pdata_receiver = self
 
     def close(self) -> None:
-        """Give the association back its own reading of the messages it receives."""
-        vars(self.assoc.dimse).pop("receive_primitive", None)
+        """Give the association back its own reading of the PDUs it receives."""
+        self.assoc.pdata_receiver = self._next_receiver
 
     def send(self, instance: StoredInstance, message_id: int | None = None) -> int:
         """Send an instance and count the outcome; its status if it succeeded (possibly with a
@@ -312,8 +313,7 @@ class InstanceSender:
 
     def _exchange(self, pdus: list[P_DATA]) -> int:
         self.pause_reactor()
-        for pdu in pdus:
-            self.assoc.dul.send_pdu(pdu)
+        send(self.assoc, pdus)
         response = self._response()
         if response is None:
             self.broken = True
@@ -343,19 +343,20 @@ class InstanceSender:
             self.assoc._reactor_checkpoint.set()
             self._paused = False
 
-    def _receive_primitive(self, primitive: P_DATA) -> None:
-        """What the DUL thread does with each P-DATA received: a C-STORE response in one PDV is read
-        here; pynetdicom decodes the rest, and would decode that one through pydicom (~0.4 ms)."""
-        dimse = self.assoc.dimse
+    def receive(self, pdu: bytes) -> bytes | None:
+        """The DUL thread's reading of each P-DATA PDU: a C-STORE response in one PDV is read here;
+        pynetdicom (or the association's StoreReceiver, in a C-GET) reads the rest."""
+        assoc = self.assoc
+        items = pdv_items(pdu)
         status = None
-        if dimse.message is None and not self.assoc.get_handlers(evt.EVT_DIMSE_RECV):
-            status = store_response_status(primitive)
+        if items and len(items) == 1 and assoc.dimse.message is None and not assoc.get_handlers(evt.EVT_DIMSE_RECV):
+            status = store_response_status([pdv_value(items[0])])
         if status is None:
-            DIMSEServiceProvider.receive_primitive(dimse, primitive)
-            return
+            return self._next_receiver.receive(pdu) if self._next_receiver else pdu
         response = C_STORE()
         response.Status = status
-        dimse.msg_queue.put((primitive.presentation_data_value_list[0][0], response))
+        assoc.dimse.msg_queue.put((pdv_value(items[0])[0], response))
+        return None
 
     def _response(self) -> C_STORE | None:
         """The response; None if the association was aborted, or after the DIMSE timeout."""

@@ -6,37 +6,30 @@ the association thread then takes the message off a queue, turns it into a primi
 handler, and queues the response back to the DUL thread to encode and send. With one instance of
 a few KB, that is more CPU than storing it, and two thread hand-overs per instance.
 
-Here, on the server side, the DUL thread reads P-DATA PDUs itself once the association is
-established. A message whose command set is a plain C-STORE request on a storage context is
+Here, on the server side, the DUL thread gives the P-DATA PDUs of established associations to
+their StoreReceiver (see pdus.py). A message whose command set is a plain C-STORE request on a storage context is
 assembled from its fragments, stored, and answered on the socket by the same thread. Any other
 message (an echo, a find, a C-STORE pynetdicom must refuse...) is handed to pynetdicom as its
-fragments came, and pynetdicom serves it as before; so is every other kind of PDU, and every PDU
-of an association without a receiver (Isengard's own client associations).
+fragments came, and pynetdicom serves it as before.
 """
 
 import logging
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from pynetdicom.association import Association
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from . import commands
+from .pdus import PDU_HEADER, p_data_pdu, pdv_items, send
 from .commands import (AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, MESSAGE_ID,
                        NO_DATA_SET, RESPONDED_ID, STATUS, STORE_REQUEST, STORE_RESPONSE)
 
 log = logging.getLogger(__name__)
 
-P_DATA_TF = 0x04
-KNOWN_PDU_TYPES = range(0x01, 0x08)
-PDU_HEADER = struct.Struct(">BxL")  # type, reserved, length of the rest
-PDV_ITEM = struct.Struct(">LB")  # item length (context ID and value), context ID
 COMMAND_BIT, LAST_FRAGMENT_BIT = 0x01, 0x02  # of a PDV's message control header
 UNABLE_TO_PROCESS = 0xC211  # pynetdicom's answer when its handler raises
-ESTABLISHED = "Sta6"
 
 
 @dataclass(frozen=True)
@@ -70,13 +63,13 @@ class StoreReceiver:
         """Serve what this PDU completes; return the PDU of what pynetdicom must read, if any."""
         if self._bypassed:
             return pdu
-        items = _pdv_items(pdu)
+        items = pdv_items(pdu)
         if items is None:  # malformed: pynetdicom says so
-            return _pdu(self._bypass(self._items) + [pdu[PDU_HEADER.size:]])
+            return p_data_pdu(self._bypass(self._items) + [pdu[PDU_HEADER.size:]])
         passed: list[bytes] = []
         for item in items:
             passed += self._read(item)
-        return _pdu(passed) if passed else None
+        return p_data_pdu(passed) if passed else None
 
     def _read(self, item: bytes) -> list[bytes]:
         """The items to pass to pynetdicom after this one is read."""
@@ -150,87 +143,5 @@ class StoreReceiver:
         values = {AFFECTED_SOP_CLASS: request.sop_class_uid, RESPONDED_ID: request.message_id, STATUS: status,
                   AFFECTED_SOP_INSTANCE: request.sop_instance_uid}
         response = commands.command_set(STORE_RESPONSE, values, with_data_set=False)
-        maximum_length = self._assoc.requestor.maximum_length
-        for pdata in commands.pdata_pdus(request.context_id, response, b"", maximum_length):
-            items = [PDV_ITEM.pack(len(fragment) + 1, context_id) + fragment
-                     for context_id, fragment in pdata.presentation_data_value_list]
-            self._assoc.dul.socket.send(_pdu(items))
-
-
-def _pdv_items(pdu: bytes) -> list[bytes] | None:
-    """The PDV items of a P-DATA-TF PDU, each with its length and context ID; None if malformed."""
-    items = []
-    offset = PDU_HEADER.size
-    while offset < len(pdu):
-        if offset + PDV_ITEM.size + 1 > len(pdu):
-            return None
-        length = int.from_bytes(pdu[offset:offset + 4], "big")
-        end = offset + 4 + length
-        if length < 2 or end > len(pdu):
-            return None
-        items.append(pdu[offset:end])
-        offset = end
-    return items or None
-
-
-def _pdu(items: list[bytes]) -> bytes:
-    body = b"".join(items)
-    return PDU_HEADER.pack(P_DATA_TF, len(body)) + body
-
-
-# -- the DUL's reading -----------------------------------------------------------------------------
-
-
-_read_with_pynetdicom = DULServiceProvider._read_pdu_data
-
-
-def _receive_exactly(sock, size: int) -> bytes | None:
-    """`size` bytes from the socket; None if it closes first."""
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    received = 0
-    while received < size:
-        count = sock.recv_into(view[received:])
-        if not count:
-            return None
-        received += count
-    return bytes(buffer)
-
-
-def _read_pdu(self: DULServiceProvider) -> None:
-    """pynetdicom's reading of the next PDU, where P-DATA goes through the association's receiver."""
-    receiver: StoreReceiver | None = getattr(self.assoc, "store_receiver", None)
-    if receiver is None or self.state_machine.current_state != ESTABLISHED:
-        _read_with_pynetdicom(self)
-        return
-    try:
-        header = _receive_exactly(self.socket.socket, PDU_HEADER.size)
-        pdu_type, length = PDU_HEADER.unpack(header) if header else (None, 0)
-        body = _receive_exactly(self.socket.socket, length) if pdu_type in KNOWN_PDU_TYPES else b""
-    except OSError:
-        header = body = None
-    if header is None or body is None:
-        self.event_queue.put("Evt17")  # transport closed
-        return
-    if pdu_type not in KNOWN_PDU_TYPES:
-        log.error("Unknown PDU type 0x%02X received", pdu_type)
-        self.event_queue.put("Evt19")
-        return
-    pdu = header + body
-    if pdu_type == P_DATA_TF:
-        pdu = receiver.receive(pdu)
-        if pdu is None:
-            return
-    try:
-        decoded, event = self._decode_pdu(bytearray(pdu))
-    except Exception:
-        log.exception("Unable to decode a PDU")
-        self.event_queue.put("Evt19")
-        return
-    self.event_queue.put(event)
-    self._recv_pdu.put(decoded)
-
-
-def install() -> None:
-    """Make associations given a `store_receiver` attribute read their PDUs through it."""
-    DULServiceProvider._read_pdu_data = _read_pdu
+        pdus = commands.pdata_pdus(request.context_id, response, b"", self._assoc.requestor.maximum_length)
+        send(self._assoc, pdus)

@@ -1,5 +1,6 @@
-"""C-STORE requests read straight from their PDUs (network/store_receiver.py), however a peer cuts
-them into fragments and PDUs, beside the messages pynetdicom still serves on the same association.
+"""PDUs read and written around pynetdicom (network/pdus.py): C-STORE requests read straight from
+their PDUs by the server (StoreReceiver), however a peer cuts them into fragments and PDUs, beside
+the messages pynetdicom still serves on the same association; PDUs sent from the calling thread.
 
 The PDUs are written by hand on the socket of a pynetdicom association whose reactor is paused, so
 that the answers can be read off its DIMSE queue.
@@ -14,10 +15,11 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_context
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification
 
 from conftest import ServerProcess, running_isengard, sample
-from isengard.network import commands
+from isengard.network import commands, pdus
 from isengard.network.sending import dataset_start
 
 COMMAND, LAST_COMMAND, DATA, LAST_DATA = 0x01, 0x03, 0x00, 0x02  # message control headers
@@ -68,6 +70,12 @@ def store_command(ds: pydicom.Dataset, message_id: int) -> bytes:
 def echo_command(message_id: int) -> bytes:
     return commands.command_set(ECHO_REQUEST, {commands.AFFECTED_SOP_CLASS: Verification,
                                                commands.MESSAGE_ID: message_id}, with_data_set=False)
+
+
+def echo_pdu(cid: int, message_id: int) -> P_DATA:
+    pdata = P_DATA()
+    pdata.presentation_data_value_list = [[cid, bytes([LAST_COMMAND]) + echo_command(message_id)]]
+    return pdata
 
 
 def pdu(*fragments: tuple[int, int, bytes]) -> bytes:
@@ -180,3 +188,19 @@ def test_a_malformed_pdu_in_the_middle_of_a_store_aborts_the_association_and_sto
         time.sleep(0.05)
     assert assoc.acse.is_aborted()
     assert stored_file(server, ds.SOPInstanceUID) is None
+
+
+def test_pdus_sent_from_a_thread_go_behind_those_pynetdicom_has_queued(server, assoc):
+    cid = context_id(assoc, Verification)
+    queued, direct = echo_pdu(cid, 1), echo_pdu(cid, 2)
+    with pdus._send_lock(assoc):  # the DUL thread cannot send the queued PDU yet
+        assoc.dul.send_pdu(queued)
+        pdus.send(assoc, [direct])
+    assert [r.MessageIDBeingRespondedTo for r in answers(assoc, 2)] == [1, 2]
+
+
+def test_pdus_sent_from_a_thread_when_none_is_queued_are_written_at_once(server, assoc):
+    cid = context_id(assoc, Verification)
+    pdus.send(assoc, [echo_pdu(cid, 3)])
+    assert assoc.dul.to_provider_queue.qsize() == 0
+    assert [(r.MessageIDBeingRespondedTo, r.Status) for r in answers(assoc, 1)] == [(3, 0)]
