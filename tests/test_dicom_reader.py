@@ -375,3 +375,23 @@ def test_corrupted_files_read_as_pydicom_reads_them(name, monkeypatch):
         lean = read_common_file(corrupted_data)
         if lean is not None:
             assert_same_raw_elements(lean, pydicom_read(corrupted_data))
+
+
+
+@pytest.mark.parametrize("name", SAMPLE_FILES)
+def test_string_values_converted_without_elements_read_as_pydicoms_elements(name):
+    """Outside Latin-1, element_text converts the raw values of string elements (PN aside) itself:
+    the same text as from the element pydicom makes of them, in every sample (all character sets)."""
+    try:
+        instance = parse_instance((SAMPLES / name).read_bytes())
+    except IsengardError:
+        pytest.skip("not a file the server takes")
+    dataset, charset = instance.dataset, instance.charset
+    converted = {
+        tag: parse.element_text(dataset, tag, charset) for tag, raw in dataset._dict.items()
+        if isinstance(raw, RawDataElement) and not charset.keeps_stored_bytes
+        and (raw.VR or parse._dictionary_vr(tag)) in parse.STRING_VRS - {"PN", "UN"}
+    }
+    for tag in converted:
+        dataset[tag]  # pydicom makes its element: element_text reads that one then
+    assert {tag: parse.element_text(dataset, tag, charset) for tag in converted} == converted

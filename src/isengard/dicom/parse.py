@@ -5,6 +5,7 @@ import re
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -23,6 +24,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from pydicom.valuerep import IS, TEXT_VR_DELIMS, DSfloat
+from pydicom.values import convert_value
 
 from ..errors import ErrorCode, IsengardError
 from .charsets import python_codec
@@ -294,17 +296,30 @@ def element_text(dataset: Dataset, tag: BaseTag, charset: "CharacterSet | None" 
             return _stored_text(data, charset)
         if vr == "PN":
             return _person_name_text(data, charset)
+        if vr in STRING_VRS:
+            # The value pydicom's element would hold, without the element: making it through the
+            # dataset (hooks, DataElement) costs three times the conversion.
+            return _text(lambda: (vr, convert_value(vr, raw, list(charset.codecs))), charset)
+    return _text(lambda: _vr_and_value(dataset[tag]), charset)
+
+
+def _vr_and_value(element: DataElement) -> tuple[str, object]:
+    return element.VR, element.value
+
+
+def _text(convert: Callable[[], tuple[str, object]], charset: "CharacterSet") -> str | None:
+    """The text of the value `convert` gives, adjusted to the character set; None if it fails."""
     try:
-        text = value_text(dataset[tag])
+        text = value_text(*convert())
     except (ValueError, TypeError, UnicodeError):
         return None
     return None if text is None else charset.adjust(text)
 
 
-def value_text(element: DataElement) -> str | None:
-    if element.VR == "SQ":
+def value_text(vr: str, value: object) -> str | None:
+    """The text of an element's value: values joined by backslashes; None for a sequence or bytes."""
+    if vr == "SQ":
         return None
-    value = element.value
     if value is None:
         return ""
     if isinstance(value, bytes):

@@ -641,7 +641,8 @@ def matchable_text(dataset: Dataset, tag: int) -> str | None:
     raw = dataset._dict.get(tag)
     text = element_text(dataset, Tag(tag))
     if text is None and isinstance(raw, RawDataElement) and raw.VR in (None, "UN") and Tag(tag).is_private:
-        return value_text(dataset[tag])
+        element = dataset[tag]
+        return value_text(element.VR, element.value)
     return text
 
 
