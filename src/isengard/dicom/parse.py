@@ -5,13 +5,12 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import pydicom
 from pydicom.charset import decode_bytes
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
@@ -296,21 +295,14 @@ def element_text(dataset: Dataset, tag: BaseTag, charset: "CharacterSet | None" 
             return _stored_text(data, charset)
         if vr == "PN":
             return _person_name_text(data, charset)
-        if vr in STRING_VRS:
-            # The value pydicom's element would hold, without the element: making it through the
-            # dataset (hooks, DataElement) costs three times the conversion.
-            return _text(lambda: (vr, convert_value(vr, raw, list(charset.codecs))), charset)
-    return _text(lambda: _vr_and_value(dataset[tag]), charset)
-
-
-def _vr_and_value(element: DataElement) -> tuple[str, object]:
-    return element.VR, element.value
-
-
-def _text(convert: Callable[[], tuple[str, object]], charset: "CharacterSet") -> str | None:
-    """The text of the value `convert` gives, adjusted to the character set; None if it fails."""
     try:
-        text = value_text(*convert())
+        if isinstance(raw, RawDataElement) and vr in STRING_VRS:
+            # The value pydicom's element would hold, without making the element: through the
+            # dataset (hooks, DataElement), that costs three times the conversion.
+            text = value_text(vr, convert_value(vr, raw, list(charset.codecs)))
+        else:
+            element = dataset[tag]
+            text = value_text(element.VR, element.value)
     except (ValueError, TypeError, UnicodeError):
         return None
     return None if text is None else charset.adjust(text)

@@ -62,6 +62,7 @@ RESPONSES: dict[type, tuple[int, tuple[int, ...]]] = {
     C_MOVE: (0x8021, (*RESPONSE_ELEMENTS, *SUB_OPERATIONS)),
 }
 DATA_SET_PRESENT, NO_DATA_SET = 0x0001, 0x0101  # as pynetdicom writes CommandDataSetType
+NO_DATA_SET_VALUE = NO_DATA_SET.to_bytes(2, "little")  # as encoded (US)
 
 # Message control headers (PS3.8 E.2) of a fragment that is not the last one, and of the last one.
 COMMAND_HEADERS, DATA_HEADERS = (b"\x01", b"\x03"), (b"\x00", b"\x02")
@@ -222,7 +223,7 @@ def store_response_status(values: list[tuple[int, bytes]]) -> int | None:
         return None
     elements = command_elements(values[0][1][1:])
     if (elements is None or elements.get(COMMAND_FIELD) != STORE_RESPONSE.to_bytes(US_LENGTH, "little")
-            or elements.get(DATA_SET_TYPE) != NO_DATA_SET.to_bytes(US_LENGTH, "little") or STATUS not in elements):
+            or elements.get(DATA_SET_TYPE) != NO_DATA_SET_VALUE or STATUS not in elements):
         return None
     return int(read(STATUS, elements[STATUS]))
 

@@ -55,6 +55,11 @@ def pdv_items(pdu: bytes) -> list[bytes] | None:
     return items or None
 
 
+def pdv_fields(item: bytes) -> tuple[int, int, bytes]:
+    """An item's context ID, message control header and fragment."""
+    return item[PDV_ITEM.size - 1], item[PDV_ITEM.size], item[PDV_ITEM.size + 1:]
+
+
 def pdv_value(item: bytes) -> tuple[int, bytes]:
     """An item as pynetdicom lists them: context ID, then message control header and fragment."""
     return item[PDV_ITEM.size - 1], item[PDV_ITEM.size:]

@@ -347,15 +347,15 @@ class InstanceSender:
         """The DUL thread's reading of each P-DATA PDU: a C-STORE response in one PDV is read here;
         pynetdicom (or the association's StoreReceiver, in a C-GET) reads the rest."""
         assoc = self.assoc
-        items = pdv_items(pdu)
+        values = [pdv_value(item) for item in pdv_items(pdu) or ()]
         status = None
-        if items and len(items) == 1 and assoc.dimse.message is None and not assoc.get_handlers(evt.EVT_DIMSE_RECV):
-            status = store_response_status([pdv_value(items[0])])
+        if assoc.dimse.message is None and not assoc.get_handlers(evt.EVT_DIMSE_RECV):
+            status = store_response_status(values)
         if status is None:
             return self._next_receiver.receive(pdu) if self._next_receiver else pdu
         response = C_STORE()
         response.Status = status
-        assoc.dimse.msg_queue.put((pdv_value(items[0])[0], response))
+        assoc.dimse.msg_queue.put((values[0][0], response))
         return None
 
     def _response(self) -> C_STORE | None:

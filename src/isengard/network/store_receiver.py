@@ -22,9 +22,9 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from . import commands
-from .pdus import PDU_HEADER, p_data_pdu, pdv_items, send
+from .pdus import PDU_HEADER, p_data_pdu, pdv_fields, pdv_items, send
 from .commands import (AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, COMMAND_FIELD, DATA_SET_TYPE, MESSAGE_ID,
-                       NO_DATA_SET, RESPONDED_ID, STATUS, STORE_REQUEST, STORE_RESPONSE)
+                       NO_DATA_SET_VALUE, RESPONDED_ID, STATUS, STORE_REQUEST, STORE_RESPONSE)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class StoreReceiver:
 
     def _read(self, item: bytes) -> list[bytes]:
         """The items to pass to pynetdicom after this one is read."""
-        context_id, control = item[4], item[5]
+        context_id, control, fragment = pdv_fields(item)
         is_command, is_last = bool(control & COMMAND_BIT), bool(control & LAST_FRAGMENT_BIT)
         if self._bypassed:
             return [item]
@@ -84,7 +84,7 @@ class StoreReceiver:
         if self._request is not None:
             if is_command or context_id != self._request.context_id:
                 return self._bypass([item])
-            self._data.append(item[6:])
+            self._data.append(fragment)
             if is_last:
                 request, data = self._request, b"".join(self._data)
                 self._request, self._data = None, []
@@ -93,7 +93,7 @@ class StoreReceiver:
         if not is_command:
             return self._bypass([item])
         self._items.append(item)
-        self._command += item[6:]
+        self._command += fragment
         if not is_last:
             return []
         return self._command_read(context_id)
@@ -105,7 +105,7 @@ class StoreReceiver:
         items, self._items, self._command = self._items, [], bytearray()
         request = self._store_request(context_id, elements)
         if request is None:
-            self._passing = elements.get(DATA_SET_TYPE) != NO_DATA_SET.to_bytes(2, "little")
+            self._passing = elements.get(DATA_SET_TYPE) != NO_DATA_SET_VALUE
             return items
         self._request = request
         return []
@@ -113,7 +113,7 @@ class StoreReceiver:
     def _store_request(self, context_id: int, elements: dict[int, bytes]) -> StoreRequest | None:
         """The request, if it is a C-STORE this receiver serves."""
         if (commands.read(COMMAND_FIELD, elements.get(COMMAND_FIELD, b"")) != STORE_REQUEST
-                or elements.get(DATA_SET_TYPE) == NO_DATA_SET.to_bytes(2, "little")
+                or elements.get(DATA_SET_TYPE) == NO_DATA_SET_VALUE
                 or not {AFFECTED_SOP_CLASS, AFFECTED_SOP_INSTANCE, MESSAGE_ID} <= elements.keys()):
             return None
         assoc = self._assoc
