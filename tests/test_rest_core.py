@@ -1,6 +1,7 @@
 """System routes, resources, navigation, deletion, errors and access control."""
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -207,3 +208,54 @@ def test_http_compression_for_the_clients_that_accept_it(loaded, tmp_path):
         instance = plain.upload(sample("DummyCT.dcm"))["ID"]
         url = f"/instances/{instance}/tags"
         assert encoding(plain.client, "gzip") is None
+
+
+
+def test_segment_router_routes_as_starlettes_router(tmp_path):
+    """With the routes of the API, each request (every route path, with a trailing slash, each
+    method, and unknown paths) gets the same answer as from a router that tries all routes in
+    turn: the same route with the same parameters, 405, redirect or 404."""
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route, Router
+
+    from isengard.config import Configuration
+    from isengard.rest.app import SegmentRouter, create_app
+    from isengard.server import Isengard
+
+    server = Isengard(Configuration.from_raw({"StorageDirectory": str(tmp_path)}))
+    try:
+        api_routes = create_app(server).router.routes
+    finally:
+        server.close()
+
+    def naming(path: str):
+        async def endpoint(request):
+            return PlainTextResponse(f"{path} {sorted(request.path_params.items())}")
+
+        return endpoint
+
+    routes = [Route(route.path, naming(route.path), methods=route.methods) for route in api_routes]
+    paths = [re.sub(r"{[^}]*}", "x1", route.path) for route in routes]
+    for path in paths + [path + "/" for path in paths] + ["/nothing/here", "/", "/tools", "/instances/"]:
+        for method in ("GET", "POST", "PUT", "DELETE"):
+            answer = _answer(SegmentRouter(routes), path, method)
+            assert answer == _answer(Router(routes), path, method), (method, path)
+    assert _answer(SegmentRouter(routes), "/tools/find", "POST")[1] == b"/tools/find []"
+
+
+def _answer(router, path: str, method: str) -> tuple:
+    messages: list[dict] = []
+    scope = {
+        "type": "http", "method": method, "path": path, "root_path": "", "query_string": b"", "headers": [],
+        "scheme": "http", "server": ("localhost", 80),
+    }
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:
+        messages.append(message)
+
+    asyncio.run(router(scope, receive, send))
+    start, body = messages[0], b"".join(m.get("body", b"") for m in messages[1:])
+    return start["status"], body, dict(start["headers"]).get(b"location")

@@ -1,8 +1,11 @@
 """The Starlette application: route modules, error bodies and access control."""
 
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.routing import BaseRoute, Route, Router, get_route_path
 from starlette.types import Receive, Scope, Send
 
 from ..server import Isengard
@@ -33,6 +36,34 @@ class Compression(GZipMiddleware):
         await super().__call__(scope, receive, send)
 
 
+class SegmentRouter(Router):
+    """Starlette's router tries its routes in turn, and there are about 190: a route near the end,
+    such as /tools/find, was found after 0.13 ms. Here each request goes to the routes whose path
+    begins with the same segment (or with a parameter), in their order."""
+
+    def __init__(self, routes: list[BaseRoute], **options: Any):
+        super().__init__(routes, **options)
+        segments = {_first_segment(route) for route in routes}
+        self._by_segment = {
+            segment: Router([route for route in routes if _first_segment(route) in (segment, None)])
+            for segment in segments - {None}
+        }
+        self._others = Router([route for route in routes if _first_segment(route) is None])
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().app(scope, receive, send)
+            return
+        segment = get_route_path(scope).lstrip("/").split("/", 1)[0]
+        await self._by_segment.get(segment, self._others).app(scope, receive, send)
+
+
+def _first_segment(route: BaseRoute) -> str | None:
+    """The literal first segment of the route's path; None if it may be anything."""
+    segment = route.path.split("/", 2)[1] if isinstance(route, Route) else "{"
+    return None if "{" in segment else segment
+
+
 def create_app(isengard: Isengard) -> Starlette:
     config = isengard.config
     middleware = [
@@ -45,6 +76,7 @@ def create_app(isengard: Isengard) -> Starlette:
     if config.http_compression_enabled:
         middleware.append(Middleware(Compression, minimum_size=1024))
     routes = [on_thread(route) for module in ROUTE_MODULES for route in module.routes()]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers=HANDLERS, lifespan=thread_pool)  # type: ignore[arg-type]
+    app = Starlette(middleware=middleware, exception_handlers=HANDLERS)
+    app.router = SegmentRouter(routes, lifespan=thread_pool)  # type: ignore[arg-type]  # before its first request
     app.state.isengard = isengard
     return app
