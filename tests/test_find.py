@@ -6,7 +6,8 @@ times study-level finds over an index of 10,000 studies.
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from sqlalchemy import insert
 
 from conftest import ServerProcess, running_isengard, sample
 from orthanc import orthanc  # noqa: F401 (the module-scoped fixture)
+from postgresql import postgresql_bin, running_postgresql
 from isengard.dicom.identifiers import DicomIdentifiers
 from isengard.dicom.levels import Level
 from isengard.dicom.tags import parse_tag
@@ -70,15 +72,23 @@ class Catalog:
         return set(self.find(body))
 
 
-@pytest.fixture(scope="module")
-def catalog(isengard) -> Catalog:
-    paths = sorted(path for folder in SAMPLE_FOLDERS for path in sample(folder).rglob("*.dcm"))
-    files = []
-    for path in paths:
-        answer = isengard.upload(path)
-        ids = {level: answer[key] for level, key in ANSWER_KEYS.items()}
-        files.append((ids, pydicom.dcmread(path, stop_before_pixels=True)))
-    return Catalog(isengard, files)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def catalog(request, tmp_path_factory) -> Iterator[Catalog]:
+    """The sample files on a server whose index is SQLite, then PostgreSQL (their SQL differs)."""
+    with ExitStack() as stack:
+        options = {}
+        if request.param == "postgresql":
+            if postgresql_bin() is None:
+                pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+            options["DatabaseUrl"] = stack.enter_context(running_postgresql())
+        server = stack.enter_context(running_isengard(tmp_path_factory.mktemp("catalog"), **options))
+        paths = sorted(path for folder in SAMPLE_FOLDERS for path in sample(folder).rglob("*.dcm"))
+        files = []
+        for path in paths:
+            answer = server.upload(path)
+            ids = {level: answer[key] for level, key in ANSWER_KEYS.items()}
+            files.append((ids, pydicom.dcmread(path, stop_before_pixels=True)))
+        yield Catalog(server, files)
 
 
 def assert_error(response, status: int, orthanc_status: int, details: str = "") -> None:

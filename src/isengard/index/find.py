@@ -29,8 +29,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
-from sqlalchemy import ColumnElement, Row, Select, and_, false, func, or_, select, true
-from sqlalchemy.sql.selectable import Alias, FromClause
+from sqlalchemy import func, select
 
 from ..dicom.levels import Level
 from ..dicom.parse import element_text, value_text
@@ -40,8 +39,8 @@ from ..storage import ContentType, StorageArea
 from ..storage.area import FileInfo
 from .computed import MODALITIES_IN_STUDY, MODALITY, computed_tags, descendants_query, is_computed
 from .enums import MetadataType
-from .index import IndexTransaction, Resource, _chunks, _resource
-from .schema import alias, labels, main_dicom_tags, resource_metadata, resources
+from .index import IndexTransaction, Resource, _chunks
+from .schema import labels, main_dicom_tags, resource_metadata, resources
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +163,8 @@ def find(index: IndexTransaction, storage: StorageArea | None, query: FindQuery,
     offset, count = window
     plan = _Plan(query, sqlite=index.connection.dialect.name == "sqlite", read_files=storage is not None)
     if not plan.needs_python:
-        rows = index.connection.execute(plan.statement().offset(offset).limit(count)).all()
-        return [plan.resource(row) for row in rows]
-    candidates = index.connection.execute(plan.statement()).all()
+        return [plan.resource(row) for row in index.rows(plan.sql(offset, count), plan.parameters.values)]
+    candidates = index.rows(plan.sql(), plan.parameters.values)
     return _filter(index, storage, plan, candidates, offset, count)  # type: ignore[arg-type]  # files only with storage
 
 
@@ -181,7 +179,7 @@ def _window(since: int, limit: int, cap: int) -> tuple[int, int | None] | None:
 
 
 def _filter(
-    index: IndexTransaction, storage: StorageArea, plan: "_Plan", candidates: Sequence[Row], offset: int, count: int | None
+    index: IndexTransaction, storage: StorageArea, plan: "_Plan", candidates: Sequence[tuple], offset: int, count: int | None
 ) -> list[Resource]:
     """Check in Python what SQL could not; chunks grow so that a small limit reads few files."""
     found: list[Resource] = []
@@ -202,12 +200,29 @@ def _filter(
     return found
 
 
-def _growing_chunks(rows: Sequence[Row], first: int = 16, largest: int = 512) -> Iterator[Sequence[Row]]:
+def _growing_chunks(rows: Sequence[tuple], first: int = 16, largest: int = 512) -> Iterator[Sequence[tuple]]:
     start, size = 0, first
     while start < len(rows):
         yield rows[start : start + size]
         start += size
         size = min(size * 2, largest)
+
+
+class Parameters:
+    """The values of the parameters of SQL text, each written as its placeholder for the driver
+    (SQLite's or psycopg's named style) by calling this with the value."""
+
+    def __init__(self, sqlite: bool):
+        self.values: dict[str, object] = {}
+        self._style = ":{}" if sqlite else "%({})s"
+
+    def __call__(self, value: object) -> str:
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return self._style.format(name)
+
+
+RESOURCES, MAIN_TAGS, METADATA, LABELS = resources.name, main_dicom_tags.name, resource_metadata.name, labels.name
 
 
 class _Plan:
@@ -217,6 +232,10 @@ class _Plan:
     matching resources and descend from them along the parent index, as Orthanc does; the database
     runs each once over the (tag, value) index, however many resources there are. Order keys and
     values to recheck in Python are joined to the target resource instead.
+
+    The SQL is written as text, values as parameters and integers (levels, tags) inline: built with
+    SQLAlchemy's expressions, and run through its connection, a find spent 0.4 ms in SQLAlchemy
+    for 0.06 ms in SQLite.
     """
 
     def __init__(self, query: FindQuery, sqlite: bool, read_files: bool = True):
@@ -224,14 +243,14 @@ class _Plan:
         self.level = query.level
         self.sqlite = sqlite
         self.read_files = read_files
-        self.target = alias(resources, "target")
+        self.parameters = Parameters(sqlite)
         self._numbers = itertools.count()
-        self._joined: dict[Level, Alias] = {self.level: self.target}  # the target and its ancestors
-        self._from: FromClause = self.target
-        self._filtered: dict[Level, Alias] = {self.level: self.target}  # the filtered levels
-        self._filters: dict[Level, list[ColumnElement[bool]]] = {self.level: []}
-        self._columns: list[ColumnElement] = []
-        self._order: list[ColumnElement] = []
+        self._joined: dict[Level, str] = {self.level: "target"}  # aliases of the target and its ancestors
+        self._joins: list[str] = []
+        self._filtered: dict[Level, str] = {self.level: "target"}  # aliases of the filtered levels
+        self._filters: dict[Level, list[str]] = {self.level: []}
+        self._columns: list[str] = []
+        self._order: list[str] = []
         self._rechecks: list[tuple[int, Constraint]] = []  # (column of the value, constraint)
         self.file_constraints: list[Constraint] = []
         for constraint in query.constraints:
@@ -243,55 +262,58 @@ class _Plan:
             self._add_parent(*query.parent)
         for key in query.order_by:
             self._add_order(key)
-        self._order.append(self.target.c.internal_id)
+        self._order.append("target.internal_id")
 
     @property
     def needs_python(self) -> bool:
         return bool(self._rechecks or self.file_constraints)
 
-    def statement(self) -> Select:
-        target = self.target.c
-        above = [target.parent_id.in_(self._descend(level, c)) for level, c in self._filters.items() if level < self.level]
+    def sql(self, offset: int = 0, count: int | None = None) -> str:
+        above = [f"target.parent_id IN ({self._descend(level, c)})" for level, c in self._filters.items() if level < self.level]
         # A parent found above implies the level: without the redundant test, SQLite descends the parent index.
-        where = above or [target.resource_type == int(self.level)]
-        return (
-            select(target.internal_id, target.public_id, target.parent_id, *self._columns)
-            .select_from(self._from)
-            .where(*where, *self._filters[self.level])
-            .order_by(*self._order)
+        where = above or [f"target.resource_type = {int(self.level)}"]
+        columns = ", ".join(["target.internal_id", "target.public_id", "target.parent_id", *self._columns])
+        sql = (
+            f"SELECT {columns} FROM {RESOURCES} AS target{''.join(self._joins)}"
+            f" WHERE {' AND '.join(where + self._filters[self.level])} ORDER BY {', '.join(self._order)}"
         )
+        if count is not None:
+            sql += f" LIMIT {int(count)}"
+        elif offset and self.sqlite:
+            sql += " LIMIT -1"  # SQLite has no OFFSET without LIMIT
+        return sql + f" OFFSET {int(offset)}" if offset else sql
 
-    def _descend(self, level: Level, conditions: list[ColumnElement[bool]]) -> Select:
+    def _descend(self, level: Level, conditions: list[str]) -> str:
         """The IDs of the parents of the target whose ancestors at `level` meet `conditions`."""
         node = self._filtered[level]
-        ids = select(node.c.internal_id).where(*conditions)
+        ids = f"SELECT {node}.internal_id FROM {RESOURCES} AS {node} WHERE {' AND '.join(conditions)}"
         for _ in range(level + 1, self.level):
-            child = alias(resources, f"below{next(self._numbers)}")
-            ids = select(child.c.internal_id).where(child.c.parent_id.in_(ids))
+            child = f"below{next(self._numbers)}"
+            ids = f"SELECT {child}.internal_id FROM {RESOURCES} AS {child} WHERE {child}.parent_id IN ({ids})"
         return ids
 
-    def resource(self, row: Row) -> Resource:
+    def resource(self, row: tuple) -> Resource:
         return Resource(row[0], self.level, row[1], row[2])
 
-    def recheck(self, row: Row) -> bool:
+    def recheck(self, row: tuple) -> bool:
         return all(constraint.matches(row[position]) for position, constraint in self._rechecks)
 
-    def _filter(self, level: Level, condition: ColumnElement[bool]) -> None:
+    def _filter(self, level: Level, condition: str) -> None:
         self._filters.setdefault(level, []).append(condition)
 
-    def _filtered_node(self, level: Level) -> Alias:
+    def _filtered_node(self, level: Level) -> str:
         if level not in self._filtered:
-            node = alias(resources, f"filtered{int(level)}")
+            node = f"filtered{int(level)}"
             self._filtered[level] = node
-            self._filter(level, node.c.resource_type == int(level))  # e.g. patient tags are also on studies
+            self._filter(level, f"{node}.resource_type = {int(level)}")  # e.g. patient tags are also on studies
         return self._filtered[level]
 
-    def _joined_node(self, level: Level) -> Alias:
+    def _joined_node(self, level: Level) -> str:
         """The alias of the target's ancestor at `level`, joined on first use."""
         if level not in self._joined:
             child = self._joined_node(Level(level + 1))
-            ancestor = alias(resources, f"ancestor{int(level)}")
-            self._from = self._from.join(ancestor, ancestor.c.internal_id == child.c.parent_id)
+            ancestor = f"ancestor{int(level)}"
+            self._joins.append(f" JOIN {RESOURCES} AS {ancestor} ON {ancestor}.internal_id = {child}.parent_id")
             self._joined[level] = ancestor
         return self._joined[level]
 
@@ -303,76 +325,77 @@ class _Plan:
         if holder is not None:
             self._add_main_tag_constraint(holder, constraint)
         elif _stored_below(constraint.tag, self.level) or not self.read_files:
-            self._filter(self.level, false())
+            self._filter(self.level, FALSE)
         else:
             self.file_constraints.append(constraint)
 
     def _add_main_tag_constraint(self, level: Level, constraint: Constraint) -> None:
-        row = alias(main_dicom_tags, f"value{next(self._numbers)}")
-        condition, exact = value_condition(row.c.value, constraint, self.sqlite)
+        row = f"value{next(self._numbers)}"
+        condition, exact = value_condition(f"{row}.value", constraint, self.sqlite, self.parameters)
         if exact:
-            matching = select(row.c.resource_id).where(row.c.tag == constraint.tag, condition)
-            self._filter(level, self._filtered_node(level).c.internal_id.in_(matching))
+            matching = f"SELECT {row}.resource_id FROM {MAIN_TAGS} AS {row} WHERE {row}.tag = {int(constraint.tag)} AND {condition}"
+            self._filter(level, f"{self._filtered_node(level)}.internal_id IN ({matching})")
         else:
-            self._join_value(row, self._joined_node(level), constraint.tag)
+            self._join_value(row, MAIN_TAGS, self._joined_node(level), constraint.tag)
             self._filter(self.level, condition)
             self._recheck(row, constraint)
 
     def _add_metadata_constraint(self, constraint: Constraint) -> None:
         # A join: metadata have no index on their values, but one on (resource, type).
-        row = alias(resource_metadata, f"value{next(self._numbers)}")
-        condition, exact = value_condition(row.c.value, constraint, self.sqlite)
-        self._join_value(row, self.target, constraint.tag)
+        row = f"value{next(self._numbers)}"
+        condition, exact = value_condition(f"{row}.value", constraint, self.sqlite, self.parameters)
+        self._join_value(row, METADATA, "target", constraint.tag)
         self._filter(self.level, condition)
         if not exact:
             self._recheck(row, constraint)
 
-    def _join_value(self, row: Alias, node: Alias, key: int, outer: bool = False) -> None:
-        """Join `row`, an alias of main DICOM tags or metadata, on its entry `key` for `node`."""
-        key_column = row.c.tag if row.element is main_dicom_tags else row.c.type
-        on = and_(row.c.resource_id == node.c.internal_id, key_column == key)
-        self._from = self._from.outerjoin(row, on) if outer else self._from.join(row, on)
+    def _join_value(self, row: str, table: str, node: str, key: int, outer: bool = False) -> None:
+        """Join `row`, an alias of `table` (main DICOM tags or metadata), on its entry `key` for `node`."""
+        key_column = "tag" if table == MAIN_TAGS else "type"
+        join = "LEFT OUTER JOIN" if outer else "JOIN"
+        self._joins.append(
+            f" {join} {table} AS {row} ON {row}.resource_id = {node}.internal_id AND {row}.{key_column} = {int(key)}"
+        )
 
-    def _recheck(self, row: Alias, constraint: Constraint) -> None:
+    def _recheck(self, row: str, constraint: Constraint) -> None:
         self._rechecks.append((3 + len(self._columns), constraint))  # after the 3 columns of the resource
-        self._columns.append(row.c.value)
+        self._columns.append(f"{row}.value")
 
     def _add_modalities_in_study(self, constraint: Constraint) -> None:
         """Studies with at least one series of one of the modalities (Orthanc's reading of C-FIND)."""
-        series = alias(resources, "series")
-        condition, _ = value_condition(main_dicom_tags.c.value, constraint, self.sqlite, prefilter=False)
+        condition, _ = value_condition("modality.value", constraint, self.sqlite, self.parameters, prefilter=False)
         studies = (
-            select(series.c.parent_id)
-            .join(main_dicom_tags, main_dicom_tags.c.resource_id == series.c.internal_id)
-            .where(main_dicom_tags.c.tag == MODALITY, condition)
+            f"SELECT series.parent_id FROM {RESOURCES} AS series JOIN {MAIN_TAGS} AS modality"
+            f" ON modality.resource_id = series.internal_id WHERE modality.tag = {MODALITY} AND {condition}"
         )
-        self._filter(self.level, self.target.c.internal_id.in_(studies))
+        self._filter(self.level, f"target.internal_id IN ({studies})")
 
     def _add_labels(self) -> None:
         wanted = self.query.labels
         if not wanted:
             return
-
-        def labelled(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-            return self.target.c.internal_id.in_(select(labels.c.resource_id).where(*conditions))
-
+        labelled = f"SELECT {LABELS}.resource_id FROM {LABELS} WHERE {LABELS}.label"
         match self.query.labels_constraint:
             case LabelsConstraint.ALL:
                 for label in wanted:
-                    self._filter(self.level, labelled(labels.c.label == label))
+                    self._filter(self.level, f"target.internal_id IN ({labelled} = {self.parameters(label)})")
             case LabelsConstraint.ANY:
-                self._filter(self.level, labelled(labels.c.label.in_(wanted)))
+                self._filter(self.level, f"target.internal_id IN ({labelled} IN ({self._list(wanted)}))")
             case LabelsConstraint.NONE:
-                self._filter(self.level, ~labelled(labels.c.label.in_(wanted)))
+                self._filter(self.level, f"target.internal_id NOT IN ({labelled} IN ({self._list(wanted)}))")
+
+    def _list(self, values: list[str]) -> str:
+        return ", ".join(self.parameters(value) for value in values)
 
     def _add_parent(self, level: Level, public_id: str) -> None:
         if level >= self.level:
             raise bad_request(f"A {level.title} cannot be the parent of a {self.level.title}")
-        self._filter(level, self._filtered_node(level).c.public_id == public_id)
+        self._filter(level, f"{self._filtered_node(level)}.public_id = {self.parameters(public_id)}")
 
     def _add_order(self, key: OrderKey) -> None:
+        row = f"order{len(self._order)}"
         if key.is_metadata:
-            row, node = alias(resource_metadata, f"order{len(self._order)}"), self.target
+            self._join_value(row, METADATA, "target", key.key, outer=True)
         else:
             holder = indexed_level(key.key, self.level)
             if holder is None:
@@ -380,49 +403,58 @@ class _Plan:
                     ErrorCode.PARAMETER_OUT_OF_RANGE,
                     f"Cannot order {self.level.route} by {format_tag(key.key)}, which is no main DICOM tag of them",
                 )
-            row, node = alias(main_dicom_tags, f"order{len(self._order)}"), self._joined_node(holder)
-        self._join_value(row, node, key.key, outer=True)
-        value = row.c.value.desc() if key.descending else row.c.value.asc()
-        self._order.append(value.nulls_last())
+            self._join_value(row, MAIN_TAGS, self._joined_node(holder), key.key, outer=True)
+        self._order.append(f"{row}.value {'DESC' if key.descending else 'ASC'} NULLS LAST")
 
 
 # -- SQL matching --------------------------------------------------------------------------------
 
+TRUE, FALSE = "1 = 1", "1 = 0"
+LIKE_ESCAPE = "ESCAPE '\\'"
+
 
 def value_condition(
-    column: ColumnElement[str], constraint: Constraint, sqlite: bool, prefilter: bool = True
-) -> tuple[ColumnElement[bool], bool]:
-    """SQL matching `column` against `constraint`, and whether it is exact. With `prefilter`, a
-    case-insensitive non-ASCII value on SQLite selects a superset (not exact); without, it may miss
-    values whose non-ASCII letters differ in case.
+    column: str, constraint: Constraint, sqlite: bool, parameters: Parameters, prefilter: bool = True
+) -> tuple[str, bool]:
+    """SQL matching `column` against `constraint` (its values added to `parameters`), and whether
+    it is exact. With `prefilter`, a case-insensitive non-ASCII value on SQLite selects a superset
+    (not exact); without, it may miss values whose non-ASCII letters differ in case. The condition
+    is either one comparison or parenthesized.
 
     Main tag values have one index, on (tag, lower(value)): every condition includes one on
     lower(value) that the index can serve, case-sensitive ones too (a second index on the values
     as they are cost a quarter of the database writes of an ingest)."""
     if constraint.kind is Kind.RANGE:
-        return _range_condition(column, constraint.values, sqlite), True
+        return _range_condition(column, constraint.values, sqlite, parameters), True
     if constraint.kind is Kind.WILDCARD:
-        return _wildcard_condition(column, constraint.values[0], constraint.case_sensitive, sqlite, prefilter)
-    return _equality_condition(column, constraint.values, constraint.case_sensitive, sqlite, prefilter)
+        return _wildcard_condition(column, constraint.values[0], constraint.case_sensitive, sqlite, prefilter, parameters)
+    return _equality_condition(column, constraint.values, constraint.case_sensitive, sqlite, prefilter, parameters)
 
 
-def _range_condition(column: ColumnElement[str], bounds: tuple[str, ...], sqlite: bool) -> ColumnElement[bool]:
+def _all(conditions: list[str]) -> str:
+    return conditions[0] if len(conditions) == 1 else "(" + " AND ".join(conditions) + ")"
+
+
+def _any(conditions: list[str]) -> str:
+    return conditions[0] if len(conditions) == 1 else "(" + " OR ".join(conditions) + ")"
+
+
+def _range_condition(column: str, bounds: tuple[str, ...], sqlite: bool, parameters: Parameters) -> str:
     lower, upper = bounds
+    if not lower and not upper:
+        return TRUE
     # Folding does not move a value across a bound made of characters below "A" (dates, times):
     # the same range on lower(value) then selects the same rows, through the index.
-    values = [column, func.lower(column)] if sqlite and all(c < "A" for c in lower + upper) else [column]
+    values = [column, f"lower({column})"] if sqlite and all(c < "A" for c in lower + upper) else [column]
+    low, high = (parameters(bound) if bound else "" for bound in bounds)
     if lower and upper:
-        return and_(*(value.between(lower, upper) for value in values))
-    if lower:
-        return and_(*(value >= lower for value in values))
-    if upper:
-        return and_(*(value <= upper for value in values))
-    return true()
+        return _all([f"{value} BETWEEN {low} AND {high}" for value in values])
+    return _all([f"{value} >= {low}" if lower else f"{value} <= {high}" for value in values])
 
 
 def _equality_condition(
-    column: ColumnElement[str], values: tuple[str, ...], case_sensitive: bool, sqlite: bool, prefilter: bool
-) -> tuple[ColumnElement[bool], bool]:
+    column: str, values: tuple[str, ...], case_sensitive: bool, sqlite: bool, prefilter: bool, parameters: Parameters
+) -> tuple[str, bool]:
     # Values whose case matters or cannot differ compare as they are, once their lower-cased
     # form has selected the candidates; the others compare lower-cased.
     plain = [v for v in values if case_sensitive or not _is_cased(v)]
@@ -431,17 +463,19 @@ def _equality_condition(
     lowered = [v.lower() for v in folded if v not in approximate]
     conditions = []
     if plain:
-        exact = column.collate("BINARY") if sqlite else column  # see below
-        conditions.append(and_(_among(func.lower(column), [_database_lower(v, sqlite) for v in plain]), _among(exact, plain)))
+        exact = f'{column} COLLATE "BINARY"' if sqlite else column  # see below
+        database_lower = [_database_lower(v, sqlite) for v in plain]
+        conditions.append(_all([_among(f"lower({column})", database_lower, parameters), _among(exact, plain, parameters)]))
     if lowered:
-        conditions.append(_among(func.lower(column), lowered))
-    conditions += [_folded_like(column, v, wildcards=False, approximate=True) for v in approximate]
-    return or_(*conditions), not approximate
+        conditions.append(_among(f"lower({column})", lowered, parameters))
+    conditions += [_folded_like(column, v, False, True, parameters) for v in approximate]
+    return _any(conditions), not approximate
 
 
-def _among(expression: ColumnElement[str], values: list[str]) -> ColumnElement[bool]:
-    """expression = value, or IN (values): an IN list costs SQLAlchemy four times as much to build."""
-    return expression == values[0] if len(values) == 1 else expression.in_(values)
+def _among(expression: str, values: list[str], parameters: Parameters) -> str:
+    if len(values) == 1:
+        return f"{expression} = {parameters(values[0])}"
+    return f"{expression} IN ({', '.join(parameters(value) for value in values)})"
 
 
 # Above, SQLite compares the value itself through a COLLATE expression: with `value = 'X'`, its
@@ -457,29 +491,30 @@ ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstu
 
 
 def _wildcard_condition(
-    column: ColumnElement[str], pattern: str, case_sensitive: bool, sqlite: bool, prefilter: bool
-) -> tuple[ColumnElement[bool], bool]:
+    column: str, pattern: str, case_sensitive: bool, sqlite: bool, prefilter: bool, parameters: Parameters
+) -> tuple[str, bool]:
     if set(pattern) == {"*"}:
-        return true(), True  # the tag must only be present, which the join ensures
+        return TRUE, True  # the tag must only be present, which the join ensures
     if not sqlite:
         if case_sensitive:
-            return column.like(_like_pattern(pattern), escape="\\"), True
-        return func.lower(column).like(_like_pattern(pattern.lower()), escape="\\"), True
+            return f"{column} LIKE {parameters(_like_pattern(pattern))} {LIKE_ESCAPE}", True
+        return f"lower({column}) LIKE {parameters(_like_pattern(pattern.lower()))} {LIKE_ESCAPE}", True
     if case_sensitive:  # GLOB, unlike LIKE, is case-sensitive on SQLite
-        glob = column.op("GLOB")(pattern.replace("[", "[[]"))
-        return and_(glob, *_prefix_range(func.lower(column), _database_lower(_literal_prefix(pattern), sqlite))), True
+        glob = f"{column} GLOB {parameters(pattern.replace('[', '[[]'))}"
+        prefix = _database_lower(_literal_prefix(pattern), sqlite)
+        return _all([glob, *_prefix_range(f"lower({column})", prefix, parameters)]), True
     approximate = prefilter and not pattern.isascii()
-    return _folded_like(column, pattern, wildcards=True, approximate=approximate), not approximate
+    return _folded_like(column, pattern, True, approximate, parameters), not approximate
 
 
-def _folded_like(column: ColumnElement[str], pattern: str, wildcards: bool, approximate: bool) -> ColumnElement[bool]:
+def _folded_like(column: str, pattern: str, wildcards: bool, approximate: bool, parameters: Parameters) -> str:
     """SQLite's lower(value) LIKE pattern, with a range on its literal ASCII prefix for the index.
     SQLite folds ASCII letters only: `approximate` lets any other letter match any character."""
-    folded = func.lower(column)
-    like = folded.like(_like_pattern(pattern.lower(), wildcards, any_non_ascii=approximate), escape="\\")
+    folded = f"lower({column})"
+    like_pattern = _like_pattern(pattern.lower(), wildcards, any_non_ascii=approximate)
     prefix = _literal_prefix(pattern.lower()) if wildcards else pattern.lower()
     ascii_prefix = "".join(itertools.takewhile(str.isascii, prefix))
-    return and_(like, *_prefix_range(folded, ascii_prefix))
+    return _all([f"{folded} LIKE {parameters(like_pattern)} {LIKE_ESCAPE}", *_prefix_range(folded, ascii_prefix, parameters)])
 
 
 def _is_cased(text: str) -> bool:
@@ -497,16 +532,16 @@ def _literal_prefix(pattern: str) -> str:
     return "".join(itertools.takewhile(lambda c: c not in "*?", pattern))
 
 
-def _prefix_range(column: ColumnElement[str], prefix: str) -> list[ColumnElement[bool]]:
+def _prefix_range(column: str, prefix: str, parameters: Parameters) -> list[str]:
     """value >= prefix AND value < the next prefix: an index range, as SQLite compares code points."""
     if not prefix:
         return []
     following = ord(prefix[-1]) + 1
     if following > 0x10FFFF:
-        return [column >= prefix]
+        return [f"{column} >= {parameters(prefix)}"]
     if 0xD800 <= following <= 0xDFFF:  # surrogates are no characters
         following = 0xE000
-    return [column >= prefix, column < prefix[:-1] + chr(following)]
+    return [f"{column} >= {parameters(prefix)}", f"{column} < {parameters(prefix[:-1] + chr(following))}"]
 
 
 # -- tags of resources ---------------------------------------------------------------------------
@@ -653,15 +688,15 @@ def lookup_identifier(index: IndexTransaction, identifier: str) -> list[Resource
     """Resources whose PatientID, StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is `identifier`,
     by level. As Orthanc normalizes identifiers, the PatientID compares without case (UIDs have none)."""
     sqlite = index.connection.dialect.name == "sqlite"
+    parameters = Parameters(sqlite)
     matches = []
     for level, tag in IDENTIFIER_TAG.items():
         constraint = Constraint(int(tag), Kind.EQUAL, (identifier,), case_sensitive=tag != PATIENT_ID)
-        condition, _ = value_condition(main_dicom_tags.c.value, constraint, sqlite, prefilter=False)
-        matches.append(and_(resources.c.resource_type == int(level), main_dicom_tags.c.tag == int(tag), condition))
-    query = (
-        select(resources)
-        .join(main_dicom_tags, main_dicom_tags.c.resource_id == resources.c.internal_id)
-        .where(or_(*matches))
-        .order_by(resources.c.resource_type, resources.c.internal_id)
+        condition, _ = value_condition("tag_value.value", constraint, sqlite, parameters, prefilter=False)
+        matches.append(f"(resource.resource_type = {int(level)} AND tag_value.tag = {int(tag)} AND {condition})")
+    sql = (
+        f"SELECT resource.internal_id, resource.resource_type, resource.public_id, resource.parent_id"
+        f" FROM {RESOURCES} AS resource JOIN {MAIN_TAGS} AS tag_value ON tag_value.resource_id = resource.internal_id"
+        f" WHERE {' OR '.join(matches)} ORDER BY resource.resource_type, resource.internal_id"
     )
-    return [_resource(row) for row in index.connection.execute(query)]
+    return [Resource(i, Level(t), public_id, parent) for i, t, public_id, parent in index.rows(sql, parameters.values)]

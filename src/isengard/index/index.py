@@ -586,6 +586,10 @@ class IndexTransaction:
             cursor.execute(sql, parameters)
         return cursor
 
+    def rows(self, sql: str, parameters: dict[str, object]) -> list[tuple]:
+        """The rows of a query written for the database's driver (named parameters in its style)."""
+        return self._run_sql(sql, parameters).fetchall()
+
     def _rows_in(self, make_statement: InListStatement, ids: list[int], **parameters: int) -> list[tuple]:
         """The rows of a batched read of these resources, on the driver's cursor (SQLAlchemy's
         per-call work costs several times the query itself)."""
