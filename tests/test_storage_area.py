@@ -129,3 +129,43 @@ def test_write_file_reports_the_errno(tmp_path):
     assert write_file(str(tmp_path / "file" / "sub" / "x"), b"data", sync=True) != 0
     assert write_file(str(tmp_path / "a" / "b" / "x"), b"data", sync=True) == 0
     assert (tmp_path / "a" / "b" / "x").read_bytes() == b"data"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_files_are_awaited_on_an_event_loop_which_goes_on(area, loop):
+    """`written()` waits for writer processes and for the caller's fsync threads alike, without
+    blocking the loop; the writers are then as usable from threads as before (uvloop leaves the
+    pipe it watched non-blocking), and a failed write is still raised by `wait()`."""
+    import asyncio
+    import threading
+
+    runner = pytest.importorskip("uvloop").run if loop == "uvloop" else asyncio.run
+    blobs = [os.urandom(9000 + n) for n in range(WRITER_PROCESSES + 2)]
+
+    async def write_all_while_ticking() -> tuple[list, int]:
+        ticks = 0
+        pending = [area.create_in_background(blob, ContentType.DICOM) for blob in blobs]
+        waiting = asyncio.gather(*(file.written() for file in pending))
+        while not waiting.done():
+            ticks += 1
+            await asyncio.sleep(0)
+        await waiting
+        return [file.wait() for file in pending], ticks
+
+    infos, ticks = runner(write_all_while_ticking())
+    assert ticks > 0
+    for blob, info in zip(blobs, infos):
+        assert_stored(area, blob, info)
+
+    from_thread: list = []
+    thread = threading.Thread(target=lambda: from_thread.append(area.create_in_background(b"then", ContentType.DICOM).wait()))
+    thread.start()
+    thread.join()
+    assert_stored(area, b"then", from_thread[0])
+
+    os.rename(area.root, area.root.with_name("elsewhere"))
+    area.root.write_bytes(b"a file where the storage folder was")
+    failing = area.create_in_background(b"data", ContentType.DICOM)
+    runner(failing.written())
+    with pytest.raises(IsengardError):
+        failing.wait()

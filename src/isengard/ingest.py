@@ -10,7 +10,8 @@ file, never a dangling row.
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -86,26 +87,28 @@ class IngestPipeline:
         # The file is written first, so that its fsync runs while the instance is parsed and
         # indexed; it is discarded if the instance is refused, or is not indexed for any reason.
         pending = self.storage.create_in_background(data, ContentType.DICOM)
-        try:
+        with _discarded_on_error(pending):
             instance = parse_instance(data, self.default_encoding)
-            result = self._filter_and_index(instance, origin, pending)
-        except BaseException:
-            pending.discard()
-            raise
-        if result.status != StoreStatus.SUCCESS:
-            pending.discard()
-        return result
+            return self._filter_and_index(instance, origin, pending)
 
     async def store_async(self, data: bytes, origin: Origin) -> StoreResult:
-        """As `store`, for the event loop: a large instance, or one that would wait for another
-        write, is stored on a thread."""
-        if len(data) <= INLINE_STORE_LIMIT and not self.index.writer_busy:
-            return self.store(data, origin)
-        return await asyncio.to_thread(self.store, data, origin)
+        """As `store`, for the event loop. A small instance is parsed and indexed on its thread,
+        which serves other requests while the file is being written; the instance goes to a thread
+        if it is large, or if its index write would wait for another."""
+        if len(data) > INLINE_STORE_LIMIT:
+            return await asyncio.to_thread(self.store, data, origin)
+        pending = self.storage.create_in_background(data, ContentType.DICOM)
+        with _discarded_on_error(pending):
+            instance = parse_instance(data, self.default_encoding)
+            await pending.written()
+            if self.index.writer_busy:
+                return await asyncio.to_thread(self._filter_and_index, instance, origin, pending)
+            return self._filter_and_index(instance, origin, pending)
 
     def _filter_and_index(self, instance: ParsedInstance, origin: Origin, pending: PendingFile) -> StoreResult:
         public_ids = instance.identifiers.public_ids()
         if not all(accept(instance, origin) for accept in self.filters):
+            pending.discard()
             return StoreResult(StoreStatus.FILTERED_OUT, public_ids)
         for attempt in range(1, INDEX_ATTEMPTS + 1):
             try:
@@ -116,6 +119,7 @@ class IngestPipeline:
                 if attempt == INDEX_ATTEMPTS:
                     raise
         if added.already_stored:
+            pending.discard()
             return StoreResult(StoreStatus.ALREADY_STORED, public_ids)
         for replaced in added.replaced_files:
             self.storage.remove(replaced)
@@ -146,6 +150,15 @@ class IngestPipeline:
         for level in (Level.SERIES, Level.STUDY, Level.PATIENT):
             if level in created:
                 self.events.publish(Event(NEW_RESOURCE_CHANGE[level], level, public_ids[level], details))
+
+
+@contextmanager
+def _discarded_on_error(pending: PendingFile) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        pending.discard()
+        raise
 
 
 def _resource_metadata(instance: ParsedInstance) -> dict[Level, dict[int, str]]:

@@ -7,6 +7,7 @@ a little-endian uint64, then a zlib stream), so a storage area can move between
 the two servers.
 """
 
+import asyncio
 import errno
 import hashlib
 import logging
@@ -80,6 +81,20 @@ class _WriterTicket:
         if self._errno:
             raise OSError(self._errno, os.strerror(self._errno))
 
+    async def answered(self) -> None:
+        """Wait, on the event loop, until the writer's answer is there to read."""
+        if self._errno is not None:
+            return
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        answers = self._writer.answers
+        loop.add_reader(answers, lambda: readable.done() or readable.set_result(None))
+        try:
+            await readable
+        finally:
+            loop.remove_reader(answers)
+            os.set_blocking(answers, True)  # uvloop made it non-blocking; the writer's next user may be a thread
+
     def add_done_callback(self, callback: Callable[["_WriterTicket"], object]) -> None:
         try:
             self.result()
@@ -110,6 +125,14 @@ class PendingFile:
                 raise _write_error(self._path, exc) from exc
             self._placed = True
         return self.info
+
+    async def written(self) -> None:
+        """Wait, on the event loop, until the file is on disk (`wait()` then only puts it in
+        place, and raises the error of the write, if any)."""
+        if isinstance(self._synced, _WriterTicket):
+            await self._synced.answered()
+        elif self._synced is not None:
+            await asyncio.wait([asyncio.wrap_future(self._synced)])
 
     def discard(self) -> None:
         """Forget the file: it will not be indexed. Does not wait for a running fsync; a write

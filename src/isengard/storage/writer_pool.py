@@ -27,7 +27,7 @@ class WriterProcess:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, start_new_session=True,
         )
         self._requests = self._process.stdin.fileno()  # type: ignore[union-attr]
-        self._answers = self._process.stdout.fileno()  # type: ignore[union-attr]
+        self.answers = self._process.stdout.fileno()  # type: ignore[union-attr]  # an event loop may wait on it
 
     def send(self, path: str, data: bytes, sync: bool) -> bool:
         """Hand over a file; False if the writer is gone."""
@@ -41,7 +41,7 @@ class WriterProcess:
 
     def answer(self) -> int:
         """Wait for the end of the write: its errno, 0 on success, STOPPED if the writer died."""
-        answer = read_exactly(self._answers, ANSWER.size)
+        answer = read_exactly(self.answers, ANSWER.size)
         return STOPPED if answer is None else ANSWER.unpack(answer)[0]
 
     def close(self) -> None:
