@@ -176,6 +176,9 @@ class DicomServer:
         self._server = ae.start_server(
             ("0.0.0.0", config.dicom_port), block=False, evt_handlers=handlers, ssl_context=ssl_context
         )
+        # pynetdicom's server loop runs a full gc.collect() every 60 turns (30 s when idle): 60-80 ms
+        # holding the GIL over a loaded server's objects, for no garbage Python's own GC would miss.
+        self._server.service_actions = lambda: None  # type: ignore[method-assign]
         log.warning(
             "DICOM server listening on port %d with AET %s%s",
             config.dicom_port, config.dicom_aet, " (DICOM TLS)" if ssl_context else "",
