@@ -9,12 +9,11 @@ import logging
 import threading
 import time
 from functools import lru_cache
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, event, func, insert, inspect, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -36,8 +35,20 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-# Statements of the ingest path, built once: SQLAlchemy then reuses their compiled form.
+# Statements run for each instance stored or each resource shown, built once and run on the
+# driver's cursor (see _run).
 LOOKUP = select(resources).where(resources.c.public_id == bindparam("public_id"))
+RESOURCE = select(resources).where(resources.c.internal_id == bindparam("internal_id"))
+CHILDREN = select(resources).where(resources.c.parent_id == bindparam("parent_id")).order_by(resources.c.internal_id)
+METADATA = select(resource_metadata.c.type, resource_metadata.c.value, resource_metadata.c.revision).where(
+    resource_metadata.c.resource_id == bindparam("resource_id")
+)
+METADATA_VALUE = select(resource_metadata.c.value).where(
+    resource_metadata.c.resource_id == bindparam("resource_id"), resource_metadata.c.type == bindparam("type")
+)
+ATTACHMENTS = select(attached_files).where(attached_files.c.resource_id == bindparam("resource_id"))
+ATTACHMENT = ATTACHMENTS.where(attached_files.c.content_type == bindparam("content_type"))
+LABELS = select(labels.c.label).where(labels.c.resource_id == bindparam("resource_id")).order_by(labels.c.label)
 # The four resources of an instance (the ingest path runs these on the driver's cursor, see _run).
 LOOKUP_CHAIN = select(resources).where(resources.c.public_id.in_([bindparam(f"id{level}") for level in range(4)]))
 
@@ -91,6 +102,10 @@ def _public_ids_in(ids: list[BindParameter]) -> Executable:
 def _children_in(ids: list[BindParameter]) -> Executable:
     columns = resources.c
     return select(columns.parent_id, columns.public_id).where(columns.parent_id.in_(ids)).order_by(columns.internal_id)
+
+
+def _children_rows_in(ids: list[BindParameter]) -> Executable:
+    return select(resources).where(resources.c.parent_id.in_(ids)).order_by(resources.c.internal_id)
 
 
 def _metadata_in(ids: list[BindParameter]) -> Executable:
@@ -240,7 +255,7 @@ class Index:
         with self._write_lock, self._writer.begin():  # type: ignore[union-attr]
             # Take the database's write lock now: a transaction that read before writing would
             # fail, rather than wait, if another process wrote in between.
-            self._writer.exec_driver_sql("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+            self._writer.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
             yield IndexTransaction(self._writer)  # type: ignore[arg-type]
 
     @contextmanager
@@ -316,8 +331,8 @@ class IndexTransaction:
     # -- resources -----------------------------------------------------------------
 
     def lookup(self, public_id: str, level: Level | None = None) -> Resource | None:
-        row = self.connection.execute(LOOKUP, {"public_id": public_id}).first()
-        if row is None or (level is not None and row.resource_type != level):
+        row = self._run(LOOKUP, {"public_id": public_id}).fetchone()
+        if row is None or (level is not None and row[1] != level):
             return None
         return _resource(row)
 
@@ -329,8 +344,7 @@ class IndexTransaction:
         return resource
 
     def resource(self, internal_id: int) -> Resource:
-        row = self.connection.execute(select(resources).where(resources.c.internal_id == internal_id)).one()
-        return _resource(row)
+        return _resource(self._run(RESOURCE, {"internal_id": internal_id}).fetchone())
 
     def parent(self, resource: Resource) -> Resource | None:
         return self.resource(resource.parent_id) if resource.parent_id is not None else None
@@ -341,10 +355,7 @@ class IndexTransaction:
         return resource
 
     def children(self, resource: Resource) -> list[Resource]:
-        rows = self.connection.execute(
-            select(resources).where(resources.c.parent_id == resource.internal_id).order_by(resources.c.internal_id)
-        )
-        return [_resource(row) for row in rows]
+        return [_resource(row) for row in self._run(CHILDREN, {"parent_id": resource.internal_id}).fetchall()]
 
     def children_public_ids(self, internal_ids: list[int]) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {i: [] for i in internal_ids}
@@ -356,11 +367,8 @@ class IndexTransaction:
         """All resources of `level` below (or equal to) `resource`, in insertion order."""
         current = [resource]
         while current and current[0].level < level:
-            ids = [r.internal_id for r in current]
-            rows = self.connection.execute(
-                select(resources).where(resources.c.parent_id.in_(ids)).order_by(resources.c.internal_id)
-            )
-            current = [_resource(row) for row in rows]
+            rows = self._rows_in(_children_rows_in, [r.internal_id for r in current])
+            current = [_resource(row) for row in sorted(rows)]  # chunks of parents: sorted again by ID
         return current
 
     def public_ids(self, internal_ids: list[int]) -> dict[int, str]:
@@ -395,19 +403,11 @@ class IndexTransaction:
 
     def metadata(self, internal_id: int) -> dict[int, tuple[str, int]]:
         """Metadata type -> (value, revision)."""
-        rows = self.connection.execute(
-            select(resource_metadata.c.type, resource_metadata.c.value, resource_metadata.c.revision).where(
-                resource_metadata.c.resource_id == internal_id
-            )
-        )
+        rows = self._run(METADATA, {"resource_id": internal_id}).fetchall()
         return {type_: (value, revision) for type_, value, revision in rows}
 
     def metadata_value(self, internal_id: int, type_: int) -> str | None:
-        row = self.connection.execute(
-            select(resource_metadata.c.value).where(
-                and_(resource_metadata.c.resource_id == internal_id, resource_metadata.c.type == int(type_))
-            )
-        ).first()
+        row = self._run(METADATA_VALUE, {"resource_id": internal_id, "type": int(type_)}).fetchone()
         return row[0] if row else None
 
     def metadata_values(self, internal_ids: list[int], type_: int) -> dict[int, str]:
@@ -441,22 +441,17 @@ class IndexTransaction:
     # -- attachments -----------------------------------------------------------------
 
     def attachments(self, internal_id: int) -> dict[int, StoredAttachment]:
-        rows = self.connection.execute(select(attached_files).where(attached_files.c.resource_id == internal_id))
-        return {row.content_type: _attachment(row._mapping) for row in rows}
+        rows = self._run(ATTACHMENTS, {"resource_id": internal_id}).fetchall()
+        return {attachment.info.content_type: attachment for attachment in map(_attachment_of_row, rows)}
 
     def attachment(self, internal_id: int, content_type: int) -> StoredAttachment | None:
-        row = self.connection.execute(
-            select(attached_files).where(
-                and_(attached_files.c.resource_id == internal_id, attached_files.c.content_type == int(content_type))
-            )
-        ).first()
-        return _attachment(row._mapping) if row else None
+        row = self._run(ATTACHMENT, {"resource_id": internal_id, "content_type": int(content_type)}).fetchone()
+        return _attachment_of_row(row) if row else None
 
     def attachments_of(self, internal_ids: list[int], content_type: int) -> dict[int, StoredAttachment]:
         """The attachment of `content_type` of each resource that has one."""
         rows = self._rows_in(_attachments_in, internal_ids, content_type=int(content_type))
-        columns = [column.name for column in attached_files.columns]
-        return {row[0]: _attachment(dict(zip(columns, row))) for row in rows}
+        return {row[0]: _attachment_of_row(row) for row in rows}
 
     def set_attachment(self, internal_id: int, info: FileInfo) -> str | None:
         """Record an attachment; returns the UUID of the file it replaces, if any."""
@@ -490,10 +485,7 @@ class IndexTransaction:
     # -- labels ------------------------------------------------------------------
 
     def labels(self, internal_id: int) -> list[str]:
-        rows = self.connection.execute(
-            select(labels.c.label).where(labels.c.resource_id == internal_id).order_by(labels.c.label)
-        )
-        return list(rows.scalars())
+        return [label for (label,) in self._run(LABELS, {"resource_id": internal_id}).fetchall()]
 
     def labels_of(self, internal_ids: list[int]) -> dict[int, list[str]]:
         found: dict[int, list[str]] = {i: [] for i in internal_ids}
@@ -748,21 +740,28 @@ def _chunks(ids: list[int], size: int = 500) -> Iterator[list[int]]:
         yield ids[start : start + size]
 
 
-def _resource(row) -> Resource:  # type: ignore[no-untyped-def]
-    return Resource(row.internal_id, Level(row.resource_type), row.public_id, row.parent_id)
+def _resource(row: Sequence) -> Resource:
+    """A resource of a row of the resources table (its columns in order)."""
+    internal_id, resource_type, public_id, parent_id = row
+    return Resource(internal_id, Level(resource_type), public_id, parent_id)
 
 
-def _attachment(row: Mapping[str, Any]) -> StoredAttachment:
+ATTACHMENT_COLUMNS = tuple(column.name for column in attached_files.columns)
+
+
+def _attachment_of_row(row: Sequence) -> StoredAttachment:
+    """An attachment of a row of the attachments table (its columns in order)."""
+    values = dict(zip(ATTACHMENT_COLUMNS, row))
     info = FileInfo(
-        uuid=row["uuid"],
-        content_type=row["content_type"],
-        uncompressed_size=row["uncompressed_size"],
-        uncompressed_md5=row["uncompressed_md5"],
-        compressed_size=row["compressed_size"],
-        compressed_md5=row["compressed_md5"],
-        compression=CompressionType(row["compression_type"]),
+        uuid=values["uuid"],
+        content_type=values["content_type"],
+        uncompressed_size=values["uncompressed_size"],
+        uncompressed_md5=values["uncompressed_md5"],
+        compressed_size=values["compressed_size"],
+        compressed_md5=values["compressed_md5"],
+        compression=CompressionType(values["compression_type"]),
     )
-    return StoredAttachment(info=info, revision=row["revision"])
+    return StoredAttachment(info=info, revision=values["revision"])
 
 
 def _change(row) -> Change:  # type: ignore[no-untyped-def]
