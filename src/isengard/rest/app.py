@@ -77,6 +77,7 @@ def create_app(isengard: Isengard) -> Starlette:
         middleware.append(Middleware(Compression, minimum_size=1024))
     routes = [on_thread(route) for module in ROUTE_MODULES for route in module.routes()]
     app = Starlette(middleware=middleware, exception_handlers=HANDLERS)
-    app.router = SegmentRouter(routes, lifespan=thread_pool)  # type: ignore[arg-type]  # before its first request
+    # Replaced before the first request, which builds the middleware stack around the router.
+    app.router = SegmentRouter(routes, lifespan=thread_pool)  # type: ignore[arg-type]
     app.state.isengard = isengard
     return app
