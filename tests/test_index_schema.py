@@ -98,9 +98,8 @@ def test_matching_main_tags_searches_the_value_index(tmp_path, tag, text, case_s
     from isengard.index.find import FindQuery, _Plan, parse_constraint
 
     index = Index(sqlite_url(tmp_path))
-    statement = _Plan(FindQuery(Level.STUDY, [parse_constraint(tag, text, case_sensitive)]), sqlite=True).statement()
+    find_plan = _Plan(FindQuery(Level.STUDY, [parse_constraint(tag, text, case_sensitive)]), sqlite=True)
     with index.read() as transaction:
-        sql = str(statement.compile(transaction.connection, compile_kwargs={"literal_binds": True}))
-        plan = [step[3] for step in transaction.connection.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)]
+        plan = [step[3] for step in transaction.rows("EXPLAIN QUERY PLAN " + find_plan.sql(), find_plan.parameters.values)]
     index.close()
     assert any("USING INDEX ix_main_dicom_tags_folded (tag=? AND <expr>" in step for step in plan), plan

@@ -48,6 +48,7 @@ METADATA_VALUE = select(resource_metadata.c.value).where(
 )
 ATTACHMENTS = select(attached_files).where(attached_files.c.resource_id == bindparam("resource_id"))
 ATTACHMENT = ATTACHMENTS.where(attached_files.c.content_type == bindparam("content_type"))
+COUNT = select(func.count()).select_from(resources).where(resources.c.resource_type == bindparam("resource_type"))
 LABELS = select(labels.c.label).where(labels.c.resource_id == bindparam("resource_id")).order_by(labels.c.label)
 # The four resources of an instance (the ingest path runs these on the driver's cursor, see _run).
 LOOKUP_CHAIN = select(resources).where(resources.c.public_id.in_([bindparam(f"id{level}") for level in range(4)]))
@@ -385,8 +386,7 @@ class IndexTransaction:
         return [_resource(row) for row in self.connection.execute(query)]
 
     def count(self, level: Level) -> int:
-        query = select(func.count()).select_from(resources).where(resources.c.resource_type == int(level))
-        return self.connection.execute(query).scalar_one()
+        return self._run(COUNT, {"resource_type": int(level)}).fetchone()[0]
 
     # -- main DICOM tags -------------------------------------------------------------
 
