@@ -1,21 +1,90 @@
 """The index schema: migrations build exactly the declared schema, and re-running them is harmless."""
 
+import subprocess
+import sys
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 
 from isengard.index import Index, sqlite_url
+from isengard.index.index import run_migrations
+from postgresql import postgresql_bin, running_postgresql
 from isengard.index.schema import SCHEMA_REVISION, metadata
 
 
 def test_migrations_build_the_declared_schema(tmp_path):
-    index = Index(sqlite_url(tmp_path))
-    with index.engine.connect() as connection:
+    engine = create_engine(sqlite_url(tmp_path))
+    run_migrations(engine)
+    with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), metadata)
         assert differences == []
         assert MigrationContext.configure(connection).get_current_revision() == SCHEMA_REVISION
-    index.close()
+    engine.dispose()
+
+
+def test_a_new_index_is_created_as_the_migrations_build_it(tmp_path):
+    """A new database gets the declared schema directly, without Alembic: the same tables, columns,
+    keys and indexes (clustered tables included) as the migrations, at the same revision."""
+    migrated = create_engine(sqlite_url(tmp_path / "migrated"))
+    run_migrations(migrated)
+    created = Index(sqlite_url(tmp_path / "created"))
+    assert _physical_schema(created.engine) == _physical_schema(migrated)
+    created.close()
+    migrated.dispose()
+
+    # ...and without loading Alembic (this process has loaded it, a server's does not).
+    program = (
+        "import sys; from pathlib import Path; from isengard.index import Index, sqlite_url; "
+        f"Index(sqlite_url(Path({str(tmp_path / 'alone')!r}))).close(); print('alembic' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+@pytest.mark.skipif(postgresql_bin() is None, reason="PostgreSQL is not installed (Debian package postgresql)")
+def test_a_new_index_is_created_as_the_migrations_build_it_on_postgresql():
+    with running_postgresql() as url:
+        engine = create_engine(url)
+        run_migrations(engine)
+        migrated = _physical_schema(engine)
+        with engine.begin() as connection:
+            metadata.drop_all(connection)
+            connection.exec_driver_sql("DROP TABLE alembic_version")
+        created = Index(url)
+        assert _physical_schema(created.engine) == migrated
+        created.close()
+        engine.dispose()
+
+
+def _physical_schema(engine) -> dict:
+    inspector = inspect(engine)
+    schema: dict = {}
+    with engine.connect() as connection:
+        for table in inspector.get_table_names():
+            schema[table] = {
+                "columns": [(c["name"], str(c["type"]), c["nullable"], c["default"]) for c in inspector.get_columns(table)],
+                "primary key": inspector.get_pk_constraint(table)["constrained_columns"],
+                "foreign keys": inspector.get_foreign_keys(table),
+                "indexes": sorted((i["name"], str(i.get("column_names")), str(i.get("expressions")), i["unique"]) for i in inspector.get_indexes(table)),
+                "unique": sorted(str(u["column_names"]) for u in inspector.get_unique_constraints(table)),
+            }
+            if engine.dialect.name != "sqlite":
+                continue
+            schema[table] |= {
+                # SQLite's reflection skips indexes on expressions: their SQL is compared.
+                "index sql": sorted(
+                    " ".join(sql.replace('"', "").split())
+                    for (sql,) in connection.exec_driver_sql(
+                        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql IS NOT NULL", (table,)
+                    )
+                ),
+                "without rowid": connection.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = ?", (table,)
+                ).scalar().rstrip().endswith("WITHOUT ROWID"),
+            }
+        schema["revision"] = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    return schema
 
 
 def test_reopening_an_index_keeps_its_content(tmp_path):

@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import BindParameter, Connection, Table, and_, bindparam, delete, event, func, insert, inspect, literal_column, select, text, update
+from sqlalchemy import (
+    BindParameter, Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, and_, bindparam, delete, event, func,
+    insert, inspect, literal_column, select, text, update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect, Engine, create_engine
@@ -26,7 +29,7 @@ from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError, unknown_resource
 from ..storage.area import CompressionType, FileInfo
 from . import schema
-from .schema import SCHEMA_REVISION
+from .schema import SCHEMA_REVISION, metadata
 from .enums import ChangeType, MetadataType
 from .schema import attached_files, changes, exported_resources, global_properties, labels, main_dicom_tags
 from .schema import resource_metadata, resources
@@ -218,17 +221,18 @@ class Index:
         self._checkpointer = _Checkpointer(self.engine) if sqlite else None
 
     def migrate(self) -> None:
-        """Bring the schema to SCHEMA_REVISION; Alembic (slow to import, 12 MiB) only loads when needed."""
-        if self._revision() == SCHEMA_REVISION:
-            return
-        from alembic import command
-        from alembic.config import Config
-
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
+        """Bring the schema to SCHEMA_REVISION. A new database gets the declared schema at once;
+        an older one goes through the migrations, and only then is Alembic loaded (slow to import,
+        and 11 MiB of a server's memory)."""
         with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            tables = inspect(connection).get_table_names()
+            if not tables:
+                metadata.create_all(connection)
+                ALEMBIC_VERSION.create(connection)
+                connection.execute(insert(ALEMBIC_VERSION).values(version_num=SCHEMA_REVISION))
+                return
+        if self._revision() != SCHEMA_REVISION:
+            run_migrations(self.engine)
 
     def _revision(self) -> str | None:
         with self.engine.connect() as connection:
@@ -270,6 +274,25 @@ class Index:
         if self._writer is not None:
             self._writer.close()
         self.engine.dispose()
+
+
+def run_migrations(engine: Engine) -> None:
+    """Upgrade the database to the last Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+# Alembic's table of the revision a database is at, as Alembic creates it.
+ALEMBIC_VERSION = Table(
+    "alembic_version", MetaData(), Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 
 
 class _Checkpointer(threading.Thread):

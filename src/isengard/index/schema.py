@@ -1,6 +1,8 @@
 """The index schema, one for SQLite and PostgreSQL (SQLAlchemy Core).
 
-Changes to it go through a new Alembic revision in `migrations/versions`.
+Changes to it go through a new Alembic revision in `migrations/versions`. A new database is
+created from these tables directly (`Index.migrate`): the migrations must build the same schema,
+which `tests/test_index_schema.py` checks on SQLite and PostgreSQL.
 """
 
 from functools import lru_cache
