@@ -377,7 +377,6 @@ def test_corrupted_files_read_as_pydicom_reads_them(name, monkeypatch):
             assert_same_raw_elements(lean, pydicom_read(corrupted_data))
 
 
-
 @pytest.mark.parametrize("name", SAMPLE_FILES)
 def test_string_values_converted_without_elements_read_as_pydicoms_elements(name):
     """Outside Latin-1, element_text converts the raw values of string elements (PN aside) itself:

@@ -10,8 +10,8 @@ from sqlalchemy import create_engine, inspect
 
 from isengard.index import Index, sqlite_url
 from isengard.index.index import run_migrations
-from postgresql import postgresql_bin, running_postgresql
 from isengard.index.schema import SCHEMA_REVISION, metadata
+from postgresql import postgresql_bin, running_postgresql
 
 
 def test_migrations_build_the_declared_schema(tmp_path):

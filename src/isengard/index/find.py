@@ -39,7 +39,7 @@ from ..storage import ContentType, StorageArea
 from ..storage.area import FileInfo
 from .computed import MODALITIES_IN_STUDY, MODALITY, computed_tags, descendants_query, is_computed
 from .enums import MetadataType
-from .index import IndexTransaction, Resource, _chunks
+from .index import IndexTransaction, Resource, _chunks, _resource
 from .schema import labels, main_dicom_tags, resource_metadata, resources
 
 log = logging.getLogger(__name__)
@@ -374,18 +374,17 @@ class _Plan:
         wanted = self.query.labels
         if not wanted:
             return
-        labelled = f"SELECT {LABELS}.resource_id FROM {LABELS} WHERE {LABELS}.label"
+        def labelled(among: list[str]) -> str:
+            return f"SELECT {LABELS}.resource_id FROM {LABELS} WHERE {_among(f'{LABELS}.label', among, self.parameters)}"
+
         match self.query.labels_constraint:
             case LabelsConstraint.ALL:
                 for label in wanted:
-                    self._filter(self.level, f"target.internal_id IN ({labelled} = {self.parameters(label)})")
+                    self._filter(self.level, f"target.internal_id IN ({labelled([label])})")
             case LabelsConstraint.ANY:
-                self._filter(self.level, f"target.internal_id IN ({labelled} IN ({self._list(wanted)}))")
+                self._filter(self.level, f"target.internal_id IN ({labelled(wanted)})")
             case LabelsConstraint.NONE:
-                self._filter(self.level, f"target.internal_id NOT IN ({labelled} IN ({self._list(wanted)}))")
-
-    def _list(self, values: list[str]) -> str:
-        return ", ".join(self.parameters(value) for value in values)
+                self._filter(self.level, f"target.internal_id NOT IN ({labelled(wanted)})")
 
     def _add_parent(self, level: Level, public_id: str) -> None:
         if level >= self.level:
@@ -699,4 +698,4 @@ def lookup_identifier(index: IndexTransaction, identifier: str) -> list[Resource
         f" FROM {RESOURCES} AS resource JOIN {MAIN_TAGS} AS tag_value ON tag_value.resource_id = resource.internal_id"
         f" WHERE {' OR '.join(matches)} ORDER BY resource.resource_type, resource.internal_id"
     )
-    return [Resource(i, Level(t), public_id, parent) for i, t, public_id, parent in index.rows(sql, parameters.values)]
+    return [_resource(row) for row in index.rows(sql, parameters.values)]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     BindParameter, Column, Connection, MetaData, PrimaryKeyConstraint, String, Table, and_, bindparam, delete, event, func,
-    insert, inspect, literal_column, select, text, update,
+    insert, inspect, literal_column, select, update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -231,14 +231,11 @@ class Index:
                 ALEMBIC_VERSION.create(connection)
                 connection.execute(insert(ALEMBIC_VERSION).values(version_num=SCHEMA_REVISION))
                 return
-        if self._revision() != SCHEMA_REVISION:
+            revision = None
+            if ALEMBIC_VERSION.name in tables:
+                revision = connection.execute(select(ALEMBIC_VERSION.c.version_num)).scalar()
+        if revision != SCHEMA_REVISION:
             run_migrations(self.engine)
-
-    def _revision(self) -> str | None:
-        with self.engine.connect() as connection:
-            if not inspect(connection).has_table("alembic_version"):
-                return None
-            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     @property
     def conflict_errors(self) -> tuple[type[Exception], ...]:
@@ -621,7 +618,7 @@ class IndexTransaction:
         for chunk in _chunks(ids, IN_LIST_CHUNK):
             size, chunk_parameters = _in_list_parameters(chunk)
             sql = _in_list_sql(make_statement, size, self.connection.dialect)
-            rows += self._run_sql(sql, {**chunk_parameters, **parameters}).fetchall()
+            rows += self.rows(sql, {**chunk_parameters, **parameters})
         return rows
 
     # -- deletion ------------------------------------------------------------------
