@@ -2,7 +2,8 @@
 
 Each server runs alone (never both at once), on fresh storage: a first instance for
 the single-client ingest, a second one for the multi-client ingest, then the find
-queries on the data that second ingest stored; then the DICOM network's servers (network.py).
+queries on the data that second ingest stored; a third one for the previews of two sample
+images (images.py); then the DICOM network's servers (network.py).
 
 The whole measure runs several rounds, the products taking turns, and each figure is the
 best of its rounds: on a shared virtual machine the speed of the CPU varies (a fixed Python
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from . import dataset, network_data, servers
 from .find import measure_find
+from .images import SAMPLES, measure_images
 from .ingest import ingest
 from .network import NetworkData, measure_network, missing_tools
 from .profile import sampling, summary
@@ -33,11 +35,13 @@ RESULTS = Path(__file__).parent / "results"
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=4,
-                        help="client threads of the concurrent REST ingest, associations of the concurrent C-STORE (4)")
+                        help="client threads of the concurrent REST ingest and previews, "
+                             "associations of the concurrent C-STORE (4)")
     parser.add_argument("--queries", type=int, default=200,
                         help="find queries per kind and Expand value, C-FIND queries per kind (200)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the whole measure, figures are the best (3)")
     parser.add_argument("--skip-orthanc", action="store_true", help="measure Isengard only")
+    parser.add_argument("--skip-images", action="store_true", help="leave out the previews of the sample images")
     parser.add_argument("--skip-network", action="store_true",
                         help="leave out the DICOM network (C-STORE, C-FIND, C-MOVE)")
     parser.add_argument("--profile", action="store_true",
@@ -67,6 +71,8 @@ def measure(product: str, factory: ServerFactory, instances: list[tuple[int, byt
         check_hierarchy(server, shape)
         measure_finds(server, shape, args.queries, results)
         results.record(f"peak RSS, {args.threads}-thread ingest + find", "MiB", "lower", product, server.peak_rss_mib())
+    if not args.skip_images:
+        measure_images(factory, folder, results, args.threads)
     if network:
         measure_network(factory, network, args.threads, args.queries, folder / "network", results)
     return version
@@ -130,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         products["Orthanc"] = servers.orthanc
 
+    if args.skip_images:
+        print("Previews skipped (--skip-images).")
     network = network_data_unless_skipped(args)
     load = warn_if_busy()
     results = Results()
@@ -148,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(instances)} CT instances ({sum(len(d) for _, d in instances) / len(instances) / 1024:.1f} KiB each), "
           f"{shape.studies} studies, {shape.series} series, {shape.patients} patients; "
           f"servers run one after the other on fresh storage; best of {args.rounds} rounds.")
+    if not args.skip_images:
+        print(f"Previews of {', '.join(f'{file.name} ({name})' for name, file in SAMPLES.items())}.")
     if network:
         print(f"C-FIND over {len(network.study_list):,} one-instance studies; C-MOVE of a "
               f"{len(network.moved_study)}-instance study to storescp.")
@@ -161,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                     "patients": shape.patients, "name": shape.name},
         "versions": {"isengard_package": metadata.version("isengard"), **versions},  # /system "Version"
         "network_data": network and {"study_list": len(network.study_list), "moved_study": len(network.moved_study)},
-        "options": {"threads": args.threads, "queries": args.queries, "skip_network": args.skip_network,
-                    "rounds": args.rounds},
+        "images": None if args.skip_images else {name: str(file) for name, file in SAMPLES.items()},
+        "options": {"threads": args.threads, "queries": args.queries, "skip_images": args.skip_images,
+                    "skip_network": args.skip_network, "rounds": args.rounds},
         "profile": str(profile) if profile else None,
     })
     print(f"\nWritten to {args.output}")
