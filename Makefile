@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := dcmtk orthanc postgresql
+DEBIAN_PACKAGES := dcmtk orthanc postgresql libgdcm-tools
 
 .PHONY: run test bench system-packages clean
 
@@ -17,7 +17,8 @@ run: $(STAMP)
 	$(VENV)/bin/isengard $(CONFIG)
 
 # DCMTK and Orthanc 1.10.1 are the real peers of the tests (differential tests compare with Orthanc);
-# PostgreSQL runs the index tests on the scale-out database.
+# PostgreSQL runs the index tests on the scale-out database; DCMTK and GDCM's tools decode the
+# reference pixels of the image tests.
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

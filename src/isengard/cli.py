@@ -5,12 +5,17 @@ import logging
 import signal
 import sys
 
-import uvicorn
+# The server process goes without numpy and Pillow, which pydicom loads whenever it can (a third
+# of the server's memory at start): images are decoded in image processes (see images/__init__.py).
+for _module in ("numpy", "PIL"):
+    sys.modules.setdefault(_module, None)  # type: ignore[assignment]
 
-from . import __version__
-from .config import ConfigurationError, load_configuration, write_default_configuration
-from .rest import create_app
-from .server import Isengard, Lifecycle
+import uvicorn  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .config import ConfigurationError, load_configuration, write_default_configuration  # noqa: E402
+from .rest import create_app  # noqa: E402
+from .server import Isengard, Lifecycle  # noqa: E402
 
 log = logging.getLogger("isengard")
 

@@ -10,6 +10,7 @@ from .dicom.dicom_json import parse_dictionary_option
 from .dicom.levels import Level
 from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, Resource
+from .images import Images
 from .index.index import DeletedResource
 from .ingest import IngestPipeline
 from .jobs import IndexJobsStore, JobsEngine
@@ -67,6 +68,7 @@ class Isengard:
         config.index_directory.mkdir(parents=True, exist_ok=True)
         self.index = Index(config.database_url)
         self.events = EventBus()
+        self.images = Images(self.storage)
         self.ingest = IngestPipeline(
             self.index,
             self.storage,
@@ -128,5 +130,6 @@ class Isengard:
     def close(self) -> None:
         self.dicom_server.stop()
         self.jobs.close()
+        self.images.close()
         self.index.close()
         self.storage.close()

@@ -1,0 +1,54 @@
+"""The server's side of the images: requests handed to the image processes (see worker.py)."""
+
+import os
+from typing import Any
+
+from ..errors import ErrorCode, IsengardError
+from ..processes import WorkerPool
+from ..storage import StorageArea
+from ..storage.area import CompressionType, FileInfo
+
+# Image processes: one per core renders as many images at once as the machine can (each takes
+# about 60 MiB while it runs, and stops after a minute without a request).
+IMAGE_PROCESSES = max(os.cpu_count() or 1, 1)
+
+
+class Images:
+    def __init__(self, storage: StorageArea):
+        self._storage = storage
+        self._processes = WorkerPool("isengard.images.worker", IMAGE_PROCESSES)
+
+    def frame_count(self, file: FileInfo) -> int:
+        return self._call(file, {"operation": "frames"})[0]["frames"]
+
+    def image(self, file: FileInfo, operation: str, frame: int, media_type: str, quality: int = 90,
+              rendering: dict[str, Any] | None = None) -> bytes:
+        """Frame `frame` of the file: `operation` is preview, rendered (with `rendering`, the
+        fields of render.Rendering), image-uint8, image-uint16 or image-int16."""
+        request = {"operation": operation, "frame": frame, "media_type": media_type, "quality": quality,
+                   "rendering": rendering or {}}
+        return self._call(file, request)[1]
+
+    def numpy(self, file: FileInfo, frame: int | None, rescale: bool, compress: bool) -> bytes:
+        """A .npy (or .npz) of one frame, or of all frames when `frame` is None."""
+        request = {"operation": "numpy", "frames": None if frame is None else [frame], "rescale": rescale,
+                   "compress": compress}
+        return self._call(file, request)[1]
+
+    def matlab(self, file: FileInfo, frame: int) -> bytes:
+        return self._call(file, {"operation": "matlab", "frame": frame})[1]
+
+    def raw_frame(self, file: FileInfo, frame: int) -> tuple[str, bytes]:
+        """The frame as stored, and its media type."""
+        answer, data = self._call(file, {"operation": "raw", "frame": frame})
+        return answer["media_type"], data
+
+    def close(self) -> None:
+        self._processes.close()
+
+    def _call(self, file: FileInfo, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
+        location = {"path": str(self._storage.path(file.uuid)), "compressed": file.compression != CompressionType.NONE}
+        answer, body = self._processes.call({**request, **location})
+        if "error" in answer:
+            raise IsengardError(ErrorCode[answer["error"]], answer["details"])
+        return answer, body
