@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy
 import pydicom
 import pytest
 from pydicom.uid import AllTransferSyntaxes
@@ -211,20 +212,28 @@ def test_uncompressed_files_are_reencoded_for_a_peer_that_wants_another_syntax(s
         assert same_values(data, path), path.name
 
 
-@pytest.mark.parametrize("modality, aet, syntax", [
-    ("scp", "STORESCP", "1.2.840.10008.1.2.4.57"),  # storescp takes every other syntax of the samples
-    ("implicit", "IMPLICIT", "1.2.840.10008.1.2.4.50"),  # this one takes implicit VR little endian only
+@pytest.mark.parametrize("modality, received_syntax, syntax", [
+    ("scp", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.57"),  # storescp takes every other syntax of the samples
+    ("implicit", "1.2.840.10008.1.2", "1.2.840.10008.1.2.4.50"),  # this one takes implicit VR little endian only
 ])
-def test_syntax_the_peer_refuses_fails_with_orthancs_message(server, modality, aet, syntax):
+def test_compressed_files_go_decompressed_to_a_peer_that_refuses_their_syntax(
+        server, storescp, uncompressed_only, modality, received_syntax, syntax):
+    peer = storescp if modality == "scp" else uncompressed_only
+    peer.clear()
     path = SAMPLES / "TransferSyntaxes" / f"{syntax}.dcm"
     answer = server.client.post(f"/modalities/{modality}/store", content=instance_ids(server)[sop_instance_uid(path)])
+    assert answer.status_code == 200, answer.text
+    received = pydicom.dcmread(io.BytesIO(peer.received()[sop_instance_uid(path)]), force=True)
+    assert received.file_meta.TransferSyntaxUID == received_syntax
+    assert numpy.array_equal(received.pixel_array, pydicom.dcmread(path).pixel_array)  # as decoded here
+    assert received.SOPInstanceUID == sop_instance_uid(path)
+
+
+def test_a_file_that_cannot_be_decompressed_fails_with_the_reason(server, uncompressed_only):
+    path = SAMPLES / "TransferSyntaxes" / "1.2.840.10008.1.2.4.51.dcm"  # 12-bit JPEG: no decoder
+    answer = server.client.post("/modalities/implicit/store", content=instance_ids(server)[sop_instance_uid(path)])
     assert answer.status_code == 500
-    body = answer.json()
-    assert (body["OrthancStatus"], body["Message"]) == (9, "Error in the network protocol")
-    assert body["Details"] == (
-        f"{NO_CONTEXT} for SOP class UID [{read_dataset(path).SOPClassUID}] and transfer syntax [{syntax}] "
-        f"while sending to modality [{aet}]"
-    )
+    assert "Cannot encode instance" in answer.json()["Details"] and "1.2.840.10008.1.2" in answer.json()["Details"]
 
 
 def test_store_straight_sends_the_body_as_it_is(server, storescp):
@@ -407,9 +416,10 @@ def test_instances_needing_many_contexts_go_over_several_associations():
     def instance(number: int, syntax: str) -> StoredInstance:
         return StoredInstance(str(number), f"1.2.3.{number // 2}", f"9.{number}", syntax, None)
 
-    instances = [instance(n, "1.2.840.10008.1.2.4.50") for n in range(300)]  # 150 SOP classes
+    # 150 SOP classes, each in three contexts: its own syntax, and the two it may be decompressed to.
+    instances = [instance(n, "1.2.840.10008.1.2.4.50") for n in range(300)]
     batches = association_batches(instances)
-    assert [len(batch) for batch in batches] == [254, 46]
+    assert [len(batch) for batch in batches] == [84, 84, 84, 48]
     assert sum(batches, []) == instances
     uncompressed = [instance(n, "1.2.840.10008.1.2") for n in range(10)]  # two contexts per SOP class
     assert association_batches(uncompressed) == [uncompressed]

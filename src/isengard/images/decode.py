@@ -42,7 +42,7 @@ def decode_frame(dataset: Dataset, index: int) -> "numpy.ndarray":
     from pydicom.pixels import pixel_array
 
     _declare_transfer_syntax(dataset)
-    _complete_pixel_description(dataset)
+    complete_pixel_description(dataset)
     try:
         frame = pixel_array(dataset, index=index, raw=False, decoding_plugin=_plugin(dataset))
         if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
@@ -63,7 +63,7 @@ def _plugin(dataset: Dataset) -> str:
     return "pillow" if syntax == JPEGBaseline8Bit else ""
 
 
-def _complete_pixel_description(dataset: Dataset) -> None:
+def complete_pixel_description(dataset: Dataset) -> None:
     """Files that leave out mandatory attributes of their pixels get the defaults Orthanc assumes."""
     if "SamplesPerPixel" not in dataset:
         dataset.SamplesPerPixel = 3 if str(dataset.get("PhotometricInterpretation", "")).startswith(("RGB", "YBR")) else 1

@@ -43,12 +43,19 @@ class Images:
         answer, data = self._call(file, {"operation": "raw", "frame": frame})
         return answer["media_type"], data
 
+    def transcode(self, data: bytes, syntax: str, quality: int = 90) -> bytes:
+        """The DICOM file `data` in another transfer syntax (see transcode.py)."""
+        return self._answer(*self._processes.call({"operation": "transcode", "syntax": syntax, "quality": quality}, data))[1]
+
     def close(self) -> None:
         self._processes.close()
 
     def _call(self, file: FileInfo, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         location = {"path": str(self._storage.path(file.uuid)), "compressed": file.compression != CompressionType.NONE}
-        answer, body = self._processes.call({**request, **location})
+        return self._answer(*self._processes.call({**request, **location}))
+
+    @staticmethod
+    def _answer(answer: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:
         if "error" in answer:
             raise IsengardError(ErrorCode[answer["error"]], answer["details"])
         return answer, body

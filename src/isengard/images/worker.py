@@ -16,6 +16,7 @@ from ..processes import Message, serve
 from ..storage.area import decompress_data
 from .decode import decode_frame, declared_frame_count, frame_count, raw_frame, raw_media_type
 from .encode import encode
+from .transcode import transcode
 from .render import CLIPPED_TYPES, Rendering, clipped, matlab, preview, rendered, values
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,10 @@ def main(idle_exit: float) -> None:
     serve(handle, idle_exit)
 
 
-def handle(request: dict[str, Any], _payload: bytes) -> Message:
+def handle(request: dict[str, Any], payload: bytes) -> Message:
     try:
+        if request["operation"] == "transcode":
+            return {}, transcode(payload, request["syntax"], request["quality"])
         return _answer(request)
     except IsengardError as exc:
         return {"error": exc.code.name, "details": exc.details}, b""

@@ -30,13 +30,12 @@ from ..network.modalities import Modality, parse_modality
 from ..network.queries import Receiver, RetrieveMethod, Retrieval, TagMap, retrieval_steps, tags_json
 from ..network.scu import NoPresentationContext, ScuSettings
 from ..network.sending import (
-    MissingInstance,
     MoveOriginator,
+    StorageReader,
     StoredInstance,
     StoreOptions,
     Transfer,
     association_batches,
-    storage_reader,
     stored_instances,
 )
 from .job import Job, StopReason
@@ -101,7 +100,8 @@ class StoreJob(Job):
         self._failed = list(failed)  # the public IDs of those that could not be read (Orthanc's FailedInstances)
         self._sent = list(sent)  # those the modality took, for the storage commitment request
         self._transaction_uid = ""
-        self._read = storage_reader(isengard)
+        # The instances found missing are Orthanc's FailedInstances.
+        self._read = StorageReader(isengard, on_missing=lambda instance: self._failed.append(instance.public_id))
         self._transfer: Transfer | None = None
         self._order: list[StoredInstance] = []  # what the transfer sends, in its order
         self._base = 0  # the position when the transfer started
@@ -120,14 +120,7 @@ class StoreJob(Job):
         self._failed += missing
         self._position = self._base = self._position + len(missing)
         self._seen_failures = 0
-        self._transfer = Transfer(self._isengard, self.modality, self._order, self.options, self._read_instance)
-
-    def _read_instance(self, instance: StoredInstance) -> bytes:
-        try:
-            return self._read(instance)
-        except MissingInstance:
-            self._failed.append(instance.public_id)
-            raise
+        self._transfer = Transfer(self._isengard, self.modality, self._order, self.options, self._read)
 
     def step(self) -> bool:
         assert self._transfer is not None

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import pydicom
 from pydicom.uid import UID
@@ -139,30 +139,48 @@ def stored_instances(isengard: "Isengard", public_ids: Iterable[str]) -> list[St
     ]
 
 
-Reader = Callable[[StoredInstance], bytes]
+class Reader(Protocol):
+    def __call__(self, instance: StoredInstance) -> bytes:
+        """The stored file of an instance; MissingInstance if it is gone."""
+
+    def transcode(self, data: bytes, transfer_syntax: str) -> bytes:
+        """A file in another transfer syntax, for a peer that does not accept its own."""
+
+
+class StorageReader:
+    """The instances' files in the storage area; compressed ones are decompressed by the image
+    processes (uncompressed ones are re-encoded here, see `reencoded`)."""
+
+    def __init__(self, isengard: "Isengard", on_missing: Callable[[StoredInstance], None] = lambda _instance: None):
+        self._isengard = isengard
+        self._on_missing = on_missing
+
+    def __call__(self, instance: StoredInstance) -> bytes:
+        try:
+            if instance.file is None:
+                raise MissingInstance(ErrorCode.INEXISTENT_FILE, f"No DICOM file for instance {instance.public_id}")
+            try:
+                return self._isengard.storage.read(instance.file)
+            except (OSError, IsengardError) as exc:
+                raise MissingInstance(ErrorCode.INEXISTENT_FILE, f"Cannot read instance {instance.public_id}: {exc}") from None
+        except MissingInstance:
+            self._on_missing(instance)
+            raise
+
+    def transcode(self, data: bytes, transfer_syntax: str) -> bytes:
+        return self._isengard.images.transcode(data, transfer_syntax)
 
 
 def storage_reader(isengard: "Isengard") -> Reader:
-    """Reads the stored file of an instance; MissingInstance if it is gone."""
-
-    def read(instance: StoredInstance) -> bytes:
-        if instance.file is None:
-            raise MissingInstance(ErrorCode.INEXISTENT_FILE, f"No DICOM file for instance {instance.public_id}")
-        try:
-            return isengard.storage.read(instance.file)
-        except (OSError, IsengardError) as exc:
-            raise MissingInstance(ErrorCode.INEXISTENT_FILE, f"Cannot read instance {instance.public_id}: {exc}") from None
-
-    return read
+    return StorageReader(isengard)
 
 
 # -- presentation contexts -----------------------------------------------------------------------
 
 
 def candidate_syntaxes(transfer_syntax: str) -> tuple[str, ...]:
-    """The transfer syntaxes in which an instance can be sent, its own first."""
-    if transfer_syntax not in UNCOMPRESSED:
-        return (transfer_syntax,)
+    """The transfer syntaxes in which an instance can be sent, its own first: an instance goes
+    uncompressed to a peer that does not accept its syntax, as with Orthanc."""
     return (transfer_syntax, *(syntax for syntax in FALLBACK_SYNTAXES if syntax != transfer_syntax))
 
 
@@ -303,8 +321,10 @@ class InstanceSender:
         data = self.read(instance)
         if syntax != instance.transfer_syntax_uid:
             try:
-                return reencoded(data, syntax)
-            except Exception as exc:  # noqa: BLE001 - whatever pydicom makes of the file
+                if instance.transfer_syntax_uid in UNCOMPRESSED:
+                    return reencoded(data, syntax)
+                data = self.read.transcode(data, syntax)
+            except Exception as exc:  # noqa: BLE001 - whatever pydicom and the codecs make of the file
                 raise StoreFailure(f"Cannot encode instance {instance.public_id} in {syntax}: {exc}") from None
         dataset = data[dataset_start(data):]
         if len(dataset) % 2 and syntax == DEFLATED:
