@@ -166,6 +166,12 @@ def _path(option: str, value: str) -> Path:
     return Path(value).absolute()  # the default, or an environment override: from the working directory
 
 
+def _transfer_syntax(option: str, value: str) -> str:
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)+", value):
+        raise ConfigurationError(f'Option "{option}" must be a transfer syntax UID, not "{value}"')
+    return value
+
+
 def _aet(option: str, value: str) -> str:
     if not 0 < len(value) <= 16:
         raise ConfigurationError(f'Option "{option}" must have 1 to 16 characters, not "{value}"')
@@ -285,6 +291,13 @@ OPTIONS: tuple[Option, ...] = (
            "but nothing acknowledged is lost on power failure."),
     Option("OverwriteInstances", False, "What to do with an instance whose SOPInstanceUID is already stored: "
            "replace the stored one (true) or keep it and drop the newcomer (false)."),
+    Option("IngestTranscoding", None, "Transfer syntax UID into which every incoming instance is transcoded before "
+           "it is stored (lossy syntaxes too: only name one knowingly); unset, instances are stored as received. An "
+           "instance that cannot be transcoded is stored as received.", _transfer_syntax, "1.2.840.10008.1.2.4.90"),
+    Option("IngestTranscodingOfUncompressed", True, "Whether IngestTranscoding applies to the instances received "
+           "uncompressed (implicit or explicit VR little endian, explicit VR big endian)."),
+    Option("IngestTranscodingOfCompressed", True, "Whether IngestTranscoding applies to the instances received "
+           "compressed."),
     Option("HttpPort", 8042, "TCP port of the REST API.", _port),
     Option("RemoteAccessAllowed", False, "Answer HTTP requests from other hosts, not only from localhost."),
     Option("AuthenticationEnabled", None, "Require HTTP basic authentication by one of RegisteredUsers. When "
@@ -404,6 +417,9 @@ class Configuration:
     storage_compression: bool
     sync_storage_area: bool
     overwrite_instances: bool
+    ingest_transcoding: str | None
+    ingest_transcoding_of_uncompressed: bool
+    ingest_transcoding_of_compressed: bool
     http_port: int
     remote_access_allowed: bool
     authentication_enabled: bool

@@ -1,6 +1,6 @@
 """The store pipeline, the one path of every incoming instance (REST, C-STORE, STOW-RS):
 
-    receive → store file (in the background) → parse → filter → index → events
+    receive → (transcode) → store file (in the background) → parse → filter → index → events
 
 The file is written (atomically) before the index transaction commits, and removed
 if the instance is refused or that transaction fails: the index never names a file
@@ -18,6 +18,7 @@ from enum import Enum
 from .dicom.levels import Level
 from .dicom.parse import ParsedInstance, parse_instance
 from .dicom.tags import MAIN_DICOM_TAGS, format_tag
+from .errors import IsengardError
 from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, now_iso
 from .index.index import NEW_RESOURCE_CHANGE, AddedInstance
@@ -48,6 +49,24 @@ class StoreResult:
     status: StoreStatus
     public_ids: dict[Level, str]
     created: list[Level] = field(default_factory=list)
+
+
+UNCOMPRESSED_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+
+
+@dataclass(frozen=True)
+class IngestTranscoding:
+    """The IngestTranscoding options; `transcode` rewrites a file in a transfer syntax (the image processes)."""
+
+    target: str
+    of_uncompressed: bool
+    of_compressed: bool
+    transcode: Callable[[bytes, str], bytes]
+
+    def applies_to(self, syntax: str) -> bool:
+        if syntax == self.target:
+            return False
+        return self.of_uncompressed if syntax in UNCOMPRESSED_SYNTAXES else self.of_compressed
 
 
 # A filter returns False to refuse an instance (Lua's ReceivedInstanceFilter, Python hooks...).
@@ -81,9 +100,11 @@ class IngestPipeline:
         self.events = events
         self.overwrite = overwrite
         self.filters: list[InstanceFilter] = []
+        self.transcoding: IngestTranscoding | None = None
 
     def store(self, data: bytes, origin: Origin) -> StoreResult:
         """Store an instance, from any thread."""
+        data = self._transcoded(data)
         # The file is written first, so that its fsync runs while the instance is parsed and
         # indexed; it is discarded if the instance is refused, or is not indexed for any reason.
         pending = self.storage.create_in_background(data, ContentType.DICOM)
@@ -95,7 +116,7 @@ class IngestPipeline:
         """As `store`, for the event loop. A small instance is parsed and indexed on its thread,
         which serves other requests while the file is being written; the instance goes to a thread
         if it is large, or if its index write would wait for another."""
-        if len(data) > INLINE_STORE_LIMIT:
+        if len(data) > INLINE_STORE_LIMIT or self.transcoding is not None:
             return await asyncio.to_thread(self.store, data, origin)
         pending = self.storage.create_in_background(data, ContentType.DICOM)
         with _discarded_on_error(pending):
@@ -104,6 +125,18 @@ class IngestPipeline:
             if self.index.writer_busy:
                 return await asyncio.to_thread(self._filter_and_index, instance, origin, pending)
             return self._filter_and_index(instance, origin, pending)
+
+    def _transcoded(self, data: bytes) -> bytes:
+        """The file in IngestTranscoding's syntax where it applies; as received if it cannot be
+        transcoded (as Orthanc: the instance is not lost for that)."""
+        transcoding = self.transcoding
+        if transcoding is None or not transcoding.applies_to(parse_instance(data, self.default_encoding).transfer_syntax):
+            return data
+        try:
+            return transcoding.transcode(data, transcoding.target)
+        except IsengardError as exc:
+            log.warning("Instance stored as received, not transcoded to %s: %s", transcoding.target, exc.details)
+            return data
 
     def _filter_and_index(self, instance: ParsedInstance, origin: Origin, pending: PendingFile) -> StoreResult:
         public_ids = instance.identifiers.public_ids()

@@ -12,7 +12,7 @@ from .events import Event, EventBus
 from .index import ChangeType, Index, MetadataType, Resource
 from .images import Images
 from .index.index import DeletedResource
-from .ingest import IngestPipeline
+from .ingest import IngestPipeline, IngestTranscoding
 from .jobs import IndexJobsStore, JobsEngine
 from .network.commitment import CommitmentReports
 from .network.modalities import ModalityRegistry
@@ -76,6 +76,11 @@ class Isengard:
             overwrite=config.overwrite_instances,
             default_encoding=config.default_encoding,
         )
+        if config.ingest_transcoding:
+            self.ingest.transcoding = IngestTranscoding(
+                config.ingest_transcoding, config.ingest_transcoding_of_uncompressed,
+                config.ingest_transcoding_of_compressed, self.images.transcode,
+            )
         self.modalities = ModalityRegistry(config.dicom_modalities, config.strict_aet_comparison)
         self.queries = QueryRegistry(config.query_retrieve_size)  # /modalities/{id}/query, /queries
         self.commitment_reports = CommitmentReports(config.storage_commitment_reports_size)  # /storage-commitment

@@ -20,7 +20,7 @@ from pydicom.uid import (
 )
 
 from ..errors import ErrorCode, IsengardError
-from .decode import PIXEL_DATA_KEYWORDS, complete_pixel_description, decode_frame, frame_count
+from .decode import PIXEL_DATA_KEYWORDS, complete_pixel_description, decode_frame, decoding_plugin, frame_count
 
 # Lossy targets: the method of the LossyImageCompressionMethod attribute (PS3.3 C.7.6.1.1.5).
 LOSSY_METHODS = {JPEGBaseline8Bit: "ISO_10918_1", JPEGLSNearLossless: "ISO_14495_1", JPEG2000: "ISO_15444_1"}
@@ -77,11 +77,11 @@ def _syntax_of(dataset: Dataset) -> UID:
 
 
 def _decompress(dataset: Dataset) -> None:
-    """Native pixel data, each frame decoded as for display (YBR and palettes stay as decoded:
-    RGB for YBR, which the photometric interpretation then says)."""
+    """Native pixel data, decoded as for display (YBR becomes RGB, which the photometric
+    interpretation then says), by the same codec."""
     complete_pixel_description(dataset)
     try:
-        dataset.decompress(generate_instance_uid=False)
+        dataset.decompress(generate_instance_uid=False, decoding_plugin=decoding_plugin(dataset))
     except Exception as exc:  # the codecs raise anything
         raise IsengardError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"Cannot decode the pixel data: {exc}") from None
 
