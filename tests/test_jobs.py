@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+import numpy
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -268,9 +269,27 @@ def test_archive_requests_refused(loaded):
     client = server.client
     assert client.get(f"/series/{studies.small}/archive").json()["OrthancStatus"] == 17  # a study, not a series
     assert client.post("/studies/nope/archive", json={"Asynchronous": True}).status_code == 404
-    refused = client.post(f"/studies/{studies.small}/archive", json={"Transcode": "1.2.840.10008.1.2"})
-    assert (refused.status_code, refused.json()["OrthancStatus"]) == (501, 2)
-    assert client.get(f"/studies/{studies.small}/archive", params={"transcode": "1.2.840.10008.1.2"}).status_code == 501
+    refused = client.post(f"/studies/{studies.small}/archive", json={"Transcode": "JPEG please"})
+    assert (refused.status_code, refused.json()["OrthancStatus"]) == (400, 3)
+
+
+def test_archives_transcode_their_files(fresh_isengard):
+    client = fresh_isengard.client
+    path = sample("TransferSyntaxes/1.2.840.10008.1.2.1.dcm")
+    study = client.post("/instances", content=path.read_bytes()).json()["ParentStudy"]
+    original = pydicom.dcmread(path)
+    j2k_lossless = "1.2.840.10008.1.2.4.90"
+    synchronous = client.get(f"/studies/{study}/archive", params={"transcode": j2k_lossless})
+    submitted = client.post("/tools/create-archive", json={"Resources": [study], "Transcode": j2k_lossless,
+                                                           "Asynchronous": True}).json()
+    wait_job(client, submitted["ID"], "Success")
+    asynchronous = client.get(f"/jobs/{submitted['ID']}/archive")
+    for archive in (synchronous, asynchronous):
+        (data,) = unzip(archive.content).values()
+        transcoded = pydicom.dcmread(io.BytesIO(data))
+        assert transcoded.file_meta.TransferSyntaxUID == j2k_lossless
+        assert transcoded.SOPInstanceUID == original.SOPInstanceUID
+        assert numpy.array_equal(transcoded.pixel_array, original.pixel_array)
 
 
 def test_priorities_and_transitions_while_the_only_worker_is_busy(loaded):

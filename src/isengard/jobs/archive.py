@@ -7,6 +7,7 @@ job's output "archive", or answered once whole) or is streamed to the HTTP clien
 
 from __future__ import annotations
 
+import logging
 import os
 import string
 import tempfile
@@ -29,6 +30,8 @@ from .job import Job, JobOutput, StopReason
 
 if TYPE_CHECKING:
     from ..server import Isengard
+
+log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 ZIP_COMMENT = b"Created by Isengard"
@@ -285,10 +288,13 @@ class ArchiveJob(Job):
         entries: list[ArchiveEntry] | None,
         description: str = "REST API",
         totals: dict[str, int] | None = None,
+        transcode: str | None = None,
     ):
         """`entries` from plan_archive; None to plan when the job starts (a job restored after a restart,
-        which shows the `totals` it had until then)."""
+        which shows the `totals` it had until then). `transcode`: the transfer syntax of the files
+        in the archive (those that cannot be transcoded go as they are stored)."""
         self._isengard = isengard
+        self.transcode = transcode
         self.resources = resources
         self.destination = destination
         self.description = description
@@ -321,7 +327,7 @@ class ArchiveJob(Job):
             entry = self._entries[self._position]
             member = ZipInfo(entry.path, time.localtime()[:6])
             member.compress_type = ZIP_DEFLATED
-            self._zip.writestr(member, self._isengard.read_dicom(entry.instance))
+            self._zip.writestr(member, self._file(entry.instance))
             self._archive_size = self._zip.start_dir  # what is written so far
             self._position += 1
             return False
@@ -330,6 +336,16 @@ class ArchiveJob(Job):
         self._archive_size = self.destination.size
         self._position += 1
         return True
+
+    def _file(self, instance: str) -> bytes:
+        data = self._isengard.read_dicom(instance)
+        if self.transcode is None:
+            return data
+        try:
+            return self._isengard.images.transcode(data, self.transcode)
+        except IsengardError as exc:
+            log.warning("Instance %s archived as stored, not transcoded to %s: %s", instance, self.transcode, exc.details)
+            return data
 
     @property
     def progress(self) -> float:
@@ -375,10 +391,12 @@ class ArchiveJob(Job):
             "Description": self.description,
             "InstancesCount": self._instances_count,
             "Resources": self.resources,
+            "Transcode": self.transcode,
             "UncompressedSize": self._uncompressed_size,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], isengard: Isengard) -> ArchiveJob:
         destination = ArchiveFile(temporary_directory(isengard), offered=True)
-        return cls(isengard, list(data["Resources"]), destination, None, data.get("Description", ""), data)
+        return cls(isengard, list(data["Resources"]), destination, None, data.get("Description", ""), data,
+                   data.get("Transcode"))

@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError
 from ..jobs.archive import (
+    ArchiveDestination,
     ArchiveEntry,
     ArchiveFile,
     ArchiveJob,
@@ -32,13 +33,13 @@ async def level_archive(request: Request) -> Response:
     level = Level.parse(request.url.path.split("/")[1])
     public_id = request.path_params["id"]
     if request.method == "GET":
-        _refuse_transcoding(request.query_params.get("transcode"))
+        transcode = _transfer_syntax(request.query_params.get("transcode"))
         mode = JobMode(synchronous=True, priority=0)
     else:
         body = parse_job_body(await request.body())
-        _refuse_transcoding(body.get("Transcode") if isinstance(body, dict) else None)
+        transcode = _transfer_syntax(body.get("Transcode") if isinstance(body, dict) else None)
         mode = job_mode(body)
-    return await _archive(request, [public_id], mode, f"{public_id}.zip", level)
+    return await _archive(request, [public_id], mode, f"{public_id}.zip", level, transcode)
 
 
 async def create_archive(request: Request) -> Response:
@@ -55,26 +56,38 @@ async def create_archive(request: Request) -> Response:
     resources = body["Resources"]
     if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
         raise IsengardError(ErrorCode.BAD_FILE_FORMAT, "Expected a list of strings (Orthanc identifiers)")
-    _refuse_transcoding(body.get("Transcode"))
-    return await _archive(request, resources, job_mode(body), "Archive.zip")
+    transcode = _transfer_syntax(body.get("Transcode"))
+    return await _archive(request, resources, job_mode(body), "Archive.zip", transcode=transcode)
 
 
-def _refuse_transcoding(transfer_syntax: str | None) -> None:
-    if transfer_syntax:
-        raise IsengardError(ErrorCode.NOT_IMPLEMENTED, "Isengard cannot transcode the files of an archive yet")
+def _transfer_syntax(value: object) -> str | None:
+    """The transfer syntax the files of an archive are transcoded into (Transcode), if any."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not all(part.isdigit() for part in value.split(".")):
+        raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Transcode must be a transfer syntax UID, not {value!r}")
+    return value
+
+
+JobMaker = Callable[[ArchiveDestination], ArchiveJob]
 
 
 async def _archive(
-    request: Request, resources: list[str], mode: JobMode, filename: str, level: Level | None = None
+    request: Request, resources: list[str], mode: JobMode, filename: str, level: Level | None = None,
+    transcode: str | None = None,
 ) -> Response:
     isengard = server(request)
     entries = await anyio.to_thread.run_sync(_plan, isengard, resources, level)
+
+    def job(destination: ArchiveDestination) -> ArchiveJob:
+        return ArchiveJob(isengard, resources, destination, entries, transcode=transcode)
+
     if not mode.synchronous:
-        job = ArchiveJob(isengard, resources, ArchiveFile(temporary_directory(isengard), offered=True), entries)
-        return job_submitted(isengard.jobs.submit(job, mode.priority))
+        return job_submitted(isengard.jobs.submit(job(ArchiveFile(temporary_directory(isengard), offered=True)),
+                                                  mode.priority))
     if isengard.config.synchronous_zip_stream:
-        return await _streamed(isengard, resources, entries, mode, filename)
-    return await _whole(isengard, resources, entries, mode, filename)
+        return await _streamed(isengard, job, mode, filename)
+    return await _whole(isengard, job, mode, filename)
 
 
 def _plan(isengard: Isengard, resources: list[str], level: Level | None) -> list[ArchiveEntry]:
@@ -84,25 +97,20 @@ def _plan(isengard: Isengard, resources: list[str], level: Level | None) -> list
         return plan_archive(index, resources)
 
 
-async def _whole(
-    isengard: Isengard, resources: list[str], entries: list[ArchiveEntry], mode: JobMode, filename: str
-) -> Response:
+async def _whole(isengard: Isengard, job: JobMaker, mode: JobMode, filename: str) -> Response:
     """SynchronousZipStream false: the job makes the whole file, then it is sent (with its length) and deleted."""
     destination = ArchiveFile(temporary_directory(isengard), offered=False)
-    job = ArchiveJob(isengard, resources, destination, entries)
-    await anyio.to_thread.run_sync(isengard.jobs.run_synchronously, job, mode.priority)
+    await anyio.to_thread.run_sync(isengard.jobs.run_synchronously, job(destination), mode.priority)
     path = destination.path
     assert path is not None
     return FileResponse(path, media_type=ZIP, headers=download_headers(filename),
                         background=BackgroundTask(path.unlink, missing_ok=True))
 
 
-async def _streamed(
-    isengard: Isengard, resources: list[str], entries: list[ArchiveEntry], mode: JobMode, filename: str
-) -> Response:
+async def _streamed(isengard: Isengard, job: JobMaker, mode: JobMode, filename: str) -> Response:
     """The ZIP is sent as the job writes it; a job that fails before its first bytes answers its error."""
     stream = ArchiveStream()
-    tracked = isengard.jobs.submit_tracked(ArchiveJob(isengard, resources, stream, entries), mode.priority)
+    tracked = isengard.jobs.submit_tracked(job(stream), mode.priority)
     try:
         first = await anyio.to_thread.run_sync(stream.read)
     except IncompleteArchive:
