@@ -3,12 +3,17 @@
 complement bit pattern, as Orthanc writes it)."""
 
 import io
+import struct
+import zlib
 
 import numpy
 from PIL import Image
 
 from ..errors import ErrorCode, IsengardError
 from .formats import JPEG, PAM
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_UP_FILTER = 2
 
 def encode(image: numpy.ndarray, media_type: str, quality: int = 90) -> bytes:
     """`image`: rows × columns (greyscale, 8 or 16 bits) or rows × columns × 3 (RGB, 8 bits)."""
@@ -18,13 +23,30 @@ def encode(image: numpy.ndarray, media_type: str, quality: int = 90) -> bytes:
         return _pam(image)
     if image.dtype != numpy.uint8 and media_type == JPEG:
         raise IsengardError(ErrorCode.NOT_ACCEPTABLE, "A 16-bit image cannot be written as JPEG")
+    if media_type != JPEG:
+        return _png(image)
     output = io.BytesIO()
-    picture = Image.fromarray(image)
-    if media_type == JPEG:
-        picture.save(output, "JPEG", quality=quality)
-    else:
-        picture.save(output, "PNG", compress_level=1)  # a preview is read once: speed over size
+    Image.fromarray(image).save(output, "JPEG", quality=quality)
     return output.getvalue()
+
+
+def _png(image: numpy.ndarray) -> bytes:
+    """A PNG written here rather than by Pillow, whose adaptive filters took 31 instead of 13 ms
+    for a 975×743 colour frame, for a file 5% smaller: every row is filtered by "Up" (its
+    difference with the row above) and deflated at level 1, as a preview is read once."""
+    rows, columns = image.shape[:2]
+    sixteen_bits = image.dtype != numpy.uint8
+    samples = (image.astype(">u2") if sixteen_bits else image).reshape(rows, -1).view(numpy.uint8)
+    lines = numpy.empty((rows, samples.shape[1] + 1), numpy.uint8)
+    lines[:, 0] = PNG_UP_FILTER
+    lines[0, 1:] = samples[0]
+    numpy.subtract(samples[1:], samples[:-1], out=lines[1:, 1:])  # modulo 256, as PNG wants
+    header = struct.pack(">IIBBBBB", columns, rows, 16 if sixteen_bits else 8, 2 if image.ndim == 3 else 0, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(lines.tobytes(), 1)) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _pam(image: numpy.ndarray) -> bytes:
