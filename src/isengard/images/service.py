@@ -48,6 +48,10 @@ class Images:
         """The DICOM file `data` in another transfer syntax (see transcode.py)."""
         return self._answer(*self._processes.call({"operation": "transcode", "syntax": syntax, "quality": quality}, data))[1]
 
+    def picture(self, data: bytes) -> tuple[dict[str, Any], bytes]:
+        """A PNG or JPEG as pixel data: its description (rows, columns, samples, bits) and pixels."""
+        return self._answer(*self._processes.call({"operation": "picture"}, data))
+
     def close(self) -> None:
         self._processes.close()
 

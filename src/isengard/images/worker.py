@@ -16,6 +16,7 @@ from ..processes import Message, serve
 from ..storage.area import decompress_data
 from .decode import decode_frame, declared_frame_count, frame_count, raw_frame, raw_media_type
 from .encode import encode
+from .pictures import picture_pixels
 from .transcode import transcode
 from .render import CLIPPED_TYPES, Rendering, clipped, matlab, preview, rendered, values
 
@@ -35,6 +36,8 @@ def handle(request: dict[str, Any], payload: bytes) -> Message:
     try:
         if request["operation"] == "transcode":
             return {}, transcode(payload, request["syntax"], request["quality"])
+        if request["operation"] == "picture":
+            return picture_pixels(payload)
         return _answer(request)
     except IsengardError as exc:
         return {"error": exc.code.name, "details": exc.details}, b""
