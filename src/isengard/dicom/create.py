@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from ..errors import ErrorCode, IsengardError, bad_request
 from .charsets import ENCODINGS
-from .tags import SOP_INSTANCE_UID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, parse_tag
+from .tags import SOP_INSTANCE_UID, SERIES_INSTANCE_UID, STUDY_INSTANCE_UID, format_tag, parse_tag
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -38,7 +38,7 @@ class Picture:
 def new_instance(tags: Mapping[str, Any], encoding: str, inherited: Mapping[BaseTag, str], force: bool) -> Dataset:
     """The dataset of a new instance: `tags` (keywords or 'gggg,eeee', sequences as lists of
     objects), over the `inherited` tags of a parent resource, which they may not change."""
-    given = _dataset(tags)
+    given = json_dataset(tags)
     overridden = sorted(str(given[tag].keyword or tag) for tag in given.keys() if tag in inherited)
     if overridden:
         raise bad_request(f"Trying to override a value inherited from a parent module: {', '.join(overridden)}")
@@ -55,7 +55,7 @@ def new_instance(tags: Mapping[str, Any], encoding: str, inherited: Mapping[Base
     dataset.StudyInstanceUID, dataset.SeriesInstanceUID, dataset.SOPInstanceUID = (generate_uid() for _ in range(3))
     dataset.SOPClassUID = SECONDARY_CAPTURE
     for tag, value in inherited.items():
-        dataset[tag] = _element(Dataset(), tag, value)[tag]
+        dataset[tag] = set_json_value(Dataset(), tag, value)[tag]
     dataset.update(given)
     return dataset
 
@@ -93,18 +93,23 @@ def file_bytes(dataset: Dataset) -> bytes:
     return output.getvalue()
 
 
-def _dataset(tags: Mapping[str, Any]) -> Dataset:
+def json_dataset(tags: Mapping[str, Any]) -> Dataset:
+    """A dataset of JSON tags: names or numbers, strings, lists of objects for sequences."""
     dataset = Dataset()
     for name, value in tags.items():
-        try:
-            tag = parse_tag(name)
-        except ValueError:
-            raise IsengardError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {name}", 400) from None
-        _element(dataset, tag, value)
+        set_json_value(dataset, json_tag(name), value)
     return dataset
 
 
-def _element(dataset: Dataset, tag: BaseTag, value: Any) -> Dataset:
+def json_tag(name: str) -> BaseTag:
+    """A tag named in a JSON request: a keyword, or 'gggg,eeee' or 'gggg-eeee'."""
+    try:
+        return parse_tag(name.replace("-", ","))
+    except ValueError:
+        raise IsengardError(ErrorCode.UNKNOWN_DICOM_TAG, f"Unknown DICOM tag: {name}", 400) from None
+
+
+def set_json_value(dataset: Dataset, tag: BaseTag, value: Any) -> Dataset:
     """Set `tag` to a JSON value: a string (or null), or a list of objects for a sequence."""
     try:
         vr = dictionary_VR(tag)
@@ -113,9 +118,9 @@ def _element(dataset: Dataset, tag: BaseTag, value: Any) -> Dataset:
     if vr == "SQ":
         if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
             raise bad_request(f"The value of the sequence {tag} must be a list of objects")
-        dataset.add_new(tag, vr, [_dataset(item) for item in value])
+        dataset.add_new(tag, vr, [json_dataset(item) for item in value])
     elif value is None or isinstance(value, str):
         dataset.add_new(tag, vr, (value or "").encode("latin-1", "replace") if vr in ("OB", "OW", "UN") else value or "")
     else:
-        raise bad_request(f"The value of {tag} must be a string")
+        raise IsengardError(ErrorCode.BAD_PARAMETER_TYPE, f"Bad parameter type for tag {format_tag(tag)}")
     return dataset

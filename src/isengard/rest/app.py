@@ -12,14 +12,14 @@ from ..server import Isengard
 from . import (
     archives, find, instances, jobs, metadata, modalities, queries, resources, sending, system, tags, tools,
 )
-from . import commitment, create, images, worklists
+from . import commitment, create, images, modification, worklists
 from .errors import HANDLERS
 from .security import AccessControl
 from .threads import on_thread, thread_pool
 
 ROUTE_MODULES = (
     system, instances, resources, metadata, tags, find, tools, modalities, sending, queries, jobs, archives,
-    worklists, commitment, images, create,
+    worklists, commitment, images, create, modification,
 )
 
 

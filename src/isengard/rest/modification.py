@@ -1,0 +1,39 @@
+"""/instances/{id}/modify: the instance's file modified (and transcoded, if asked), answered
+without being stored."""
+
+import io
+
+import pydicom
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..dicom.modification import Modification
+from ..errors import ErrorCode, IsengardError
+from ..server import Isengard
+from .responses import parse_json_body, server
+from .threads import in_thread
+
+
+async def modify_instance(request: Request) -> Response:
+    modification = Modification.from_json(parse_json_body(await request.body()) or {})
+    data = await in_thread(modified_file, server(request), request.path_params["id"], modification)
+    return Response(data, media_type="application/dicom")
+
+
+def modified_file(isengard: Isengard, instance_id: str, modification: Modification) -> bytes:
+    dataset = pydicom.dcmread(io.BytesIO(isengard.read_dicom(instance_id)), force=True)
+    modification.apply(dataset)
+    dataset.ensure_file_meta()
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.get("SOPInstanceUID", "")
+    output = io.BytesIO()
+    try:
+        dataset.save_as(output, enforce_file_format=True)
+    except (ValueError, TypeError) as exc:  # a replaced value pydicom cannot write with its VR
+        raise IsengardError(ErrorCode.BAD_PARAMETER_TYPE, f"Cannot write the modified instance: {exc}") from None
+    data = output.getvalue()
+    return isengard.images.transcode(data, modification.transcode) if modification.transcode else data
+
+
+def routes() -> list[Route]:
+    return [Route("/instances/{id}/modify", modify_instance, methods=["POST"])]
