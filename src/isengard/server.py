@@ -9,7 +9,7 @@ from .config import Configuration, ConfigurationError
 from .dicom.dicom_json import parse_dictionary_option
 from .dicom.levels import Level
 from .events import Event, EventBus
-from .index import ChangeType, Index, MetadataType, Resource
+from .index import ChangeType, GlobalProperty, Index, MetadataType, Resource
 from .images import Images
 from .index.index import DeletedResource
 from .ingest import IngestPipeline, IngestTranscoding
@@ -102,6 +102,13 @@ class Isengard:
         for gone in deleted.deleted:
             self.events.publish(Event(ChangeType.DELETED, gone.level, gone.public_id))
         return deleted
+
+    def anonymized_patient_name(self) -> str:
+        """"Anonymized<N>", N counting the patients this server anonymized, as Orthanc names them."""
+        with self.index.write() as index:
+            number = int(index.global_property(GlobalProperty.ANONYMIZATION_SEQUENCE) or 0) + 1
+            index.set_global_property(GlobalProperty.ANONYMIZATION_SEQUENCE, str(number))
+        return f"Anonymized{number}"
 
     def dicom_file_info(self, public_id: str) -> FileInfo:
         with self.index.read() as index:

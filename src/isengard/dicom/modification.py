@@ -35,17 +35,14 @@ class Modification:
     def from_json(cls, body: Any) -> "Modification":
         if not isinstance(body, dict):
             raise bad_request("The body of a modification must be a JSON object")
-        replace = body.get("Replace", {})
-        if not isinstance(replace, dict):
-            raise bad_request('"Replace" must be a JSON object')
         modification = cls(
-            replace={json_tag(name): value for name, value in replace.items()},
-            remove=frozenset(map(json_tag, _names(body, "Remove"))),
-            keep=frozenset(map(json_tag, _names(body, "Keep"))),
-            remove_private_tags=_flag(body, "RemovePrivateTags"),
-            transcode=_transcode(body.get("Transcode")),
+            replace=body_replacements(body),
+            remove=body_tags(body, "Remove"),
+            keep=body_tags(body, "Keep"),
+            remove_private_tags=body_flag(body, "RemovePrivateTags"),
+            transcode=body_transcode(body),
         )
-        modification._check(force=_flag(body, "Force"))
+        modification._check(force=body_flag(body, "Force"))
         return modification
 
     def apply(self, dataset: Dataset, uids: NewUid | None = None) -> None:
@@ -76,21 +73,32 @@ class Modification:
             raise bad_request(f'Changing or keeping {_names_of(touched)} needs "Force": true')
 
 
-def _names(body: dict, field: str) -> list[str]:
+def body_replacements(body: dict) -> dict[BaseTag, Any]:
+    """The "Replace" object of a request: tag -> JSON value."""
+    replace = body.get("Replace", {})
+    if not isinstance(replace, dict):
+        raise bad_request('"Replace" must be a JSON object')
+    return {json_tag(name): value for name, value in replace.items()}
+
+
+def body_tags(body: dict, field: str) -> frozenset[BaseTag]:
+    """A list of tags of a request ("Remove", "Keep")."""
     names = body.get(field, [])
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise bad_request(f'"{field}" must be a list of tags')
-    return names
+    return frozenset(map(json_tag, names))
 
 
-def _flag(body: dict, field: str) -> bool:
+def body_flag(body: dict, field: str) -> bool:
     value = body.get(field, False)
     if not isinstance(value, bool):
         raise IsengardError(ErrorCode.BAD_PARAMETER_TYPE, f'"{field}" must be true or false')
     return value
 
 
-def _transcode(value: Any) -> str | None:
+def body_transcode(body: dict) -> str | None:
+    """The transfer syntax of "Transcode", if any."""
+    value = body.get("Transcode")
     if value in (None, ""):
         return None
     if not isinstance(value, str) or not all(part.isdigit() for part in value.split(".")):

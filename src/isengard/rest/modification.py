@@ -1,5 +1,5 @@
-"""/instances/{id}/modify: the instance's file modified (and transcoded, if asked), answered
-without being stored."""
+"""/instances/{id}/modify and /anonymize: the instance's file modified or anonymized (and
+transcoded, if asked), answered without being stored."""
 
 import io
 
@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..dicom.anonymization import Anonymization, Replacements
 from ..dicom.modification import Modification
 from ..errors import ErrorCode, IsengardError
 from ..server import Isengard
@@ -21,9 +22,29 @@ async def modify_instance(request: Request) -> Response:
     return Response(data, media_type="application/dicom")
 
 
+async def anonymize_instance(request: Request) -> Response:
+    anonymization = Anonymization.from_json(parse_json_body(await request.body()) or {})
+    data = await in_thread(anonymized_file, server(request), request.path_params["id"], anonymization)
+    return Response(data, media_type="application/dicom")
+
+
 def modified_file(isengard: Isengard, instance_id: str, modification: Modification) -> bytes:
-    dataset = pydicom.dcmread(io.BytesIO(isengard.read_dicom(instance_id)), force=True)
+    dataset = _dataset(isengard, instance_id)
     modification.apply(dataset)
+    return _file(isengard, dataset, modification.transcode)
+
+
+def anonymized_file(isengard: Isengard, instance_id: str, anonymization: Anonymization) -> bytes:
+    dataset = _dataset(isengard, instance_id)
+    anonymization.apply(dataset, Replacements(isengard.anonymized_patient_name))
+    return _file(isengard, dataset, anonymization.transcode)
+
+
+def _dataset(isengard: Isengard, instance_id: str) -> pydicom.Dataset:
+    return pydicom.dcmread(io.BytesIO(isengard.read_dicom(instance_id)), force=True)
+
+
+def _file(isengard: Isengard, dataset: pydicom.Dataset, transcode: str | None) -> bytes:
     dataset.ensure_file_meta()
     dataset.file_meta.MediaStorageSOPInstanceUID = dataset.get("SOPInstanceUID", "")
     output = io.BytesIO()
@@ -32,8 +53,11 @@ def modified_file(isengard: Isengard, instance_id: str, modification: Modificati
     except (ValueError, TypeError) as exc:  # a replaced value pydicom cannot write with its VR
         raise IsengardError(ErrorCode.BAD_PARAMETER_TYPE, f"Cannot write the modified instance: {exc}") from None
     data = output.getvalue()
-    return isengard.images.transcode(data, modification.transcode) if modification.transcode else data
+    return isengard.images.transcode(data, transcode) if transcode else data
 
 
 def routes() -> list[Route]:
-    return [Route("/instances/{id}/modify", modify_instance, methods=["POST"])]
+    return [
+        Route("/instances/{id}/modify", modify_instance, methods=["POST"]),
+        Route("/instances/{id}/anonymize", anonymize_instance, methods=["POST"]),
+    ]
