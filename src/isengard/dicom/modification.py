@@ -45,20 +45,21 @@ class Modification:
         modification._check(force=body_flag(body, "Force"))
         return modification
 
-    def apply(self, dataset: Dataset, uids: NewUid | None = None) -> None:
-        """Modify `dataset` in place, as the modification of an instance."""
+    def apply(self, dataset: Dataset, level: Level = Level.INSTANCE, uids: NewUid | None = None) -> None:
+        """Modify `dataset` in place, as an instance of the resource of `level` being modified:
+        the identifiers of that level and below are new."""
         new_uid = uids or (lambda _tag, _old: generate_uid())
-        changed = [level for level in Level if IDENTIFIER_TAG[level] in self.replace]
+        changed = [other for other in Level if IDENTIFIER_TAG[other] in self.replace or other == level]
         for tag in self.remove:
             dataset.pop(tag, None)
         if self.remove_private_tags:
             dataset.remove_private_tags()
         for tag, value in self.replace.items():
             set_json_value(dataset, tag, value)
-        for level in Level:
-            tag = IDENTIFIER_TAG[level]
-            below_a_change = level == Level.INSTANCE or any(level > other for other in changed)
-            if below_a_change and level != Level.PATIENT and tag not in self.replace and tag not in self.keep \
+        for identified in Level:
+            tag = IDENTIFIER_TAG[identified]
+            renewed = identified == Level.INSTANCE or any(identified >= other for other in changed)
+            if renewed and identified != Level.PATIENT and tag not in self.replace and tag not in self.keep \
                     and tag in dataset:
                 dataset[tag].value = new_uid(tag, str(dataset[tag].value))
 

@@ -35,6 +35,7 @@ start-up (by isengard.server, directly or not): a saved job whose type is unknow
 """
 
 from .archive import ArchiveJob
+from .modification import ResourceModificationJob
 from .dicom import RetrieveJob, StoreJob
 from .engine import JobsEngine, TrackedJob
 from .job import Job, JobOutput, JobState, StopReason
@@ -42,5 +43,5 @@ from .persistence import IndexJobsStore
 
 __all__ = [
     "ArchiveJob", "IndexJobsStore", "Job", "JobOutput", "JobState", "JobsEngine", "RetrieveJob", "StopReason",
-    "StoreJob", "TrackedJob",
+    "ResourceModificationJob", "StoreJob", "TrackedJob",
 ]

@@ -10,8 +10,12 @@ from starlette.routing import Route
 
 from ..dicom.anonymization import Anonymization, Replacements
 from ..dicom.modification import Modification
-from ..errors import ErrorCode, IsengardError
+from ..dicom.levels import Level
+from ..dicom.tags import PATIENT_ID
+from ..errors import ErrorCode, IsengardError, bad_request
+from ..jobs.modification import ResourceModificationJob
 from ..server import Isengard
+from .jobs import answer_job, job_mode
 from .responses import parse_json_body, server
 from .threads import in_thread
 
@@ -56,8 +60,31 @@ def _file(isengard: Isengard, dataset: pydicom.Dataset, transcode: str | None) -
     return isengard.images.transcode(data, transcode) if transcode else data
 
 
+async def change_resource(request: Request) -> Response:
+    """/{patients|studies|series}/{id}/modify and /anonymize: new resources stored, by a job."""
+    level = Level.parse(request.url.path.split("/")[1])
+    body = parse_json_body(await request.body()) or {}
+    if request.url.path.endswith("/anonymize"):
+        change: Modification | Anonymization = Anonymization.from_json(body)
+    else:
+        change = Modification.from_json(body)
+        if level == Level.PATIENT and PATIENT_ID not in change.replace:
+            raise bad_request("Modifying a patient needs a new PatientID in Replace")
+    job = ResourceModificationJob(server(request), request.path_params["id"], level, change)
+    await in_thread(_exists, server(request), request.path_params["id"], level)
+    return await answer_job(request, job, job_mode(body))
+
+
+def _exists(isengard: Isengard, public_id: str, level: Level) -> None:
+    with isengard.index.read() as index:
+        index.get(public_id, level)
+
+
 def routes() -> list[Route]:
+    resources = [f"/{level.route}/{{id}}/{action}" for level in (Level.PATIENT, Level.STUDY, Level.SERIES)
+                 for action in ("modify", "anonymize")]
     return [
         Route("/instances/{id}/modify", modify_instance, methods=["POST"]),
         Route("/instances/{id}/anonymize", anonymize_instance, methods=["POST"]),
+        *(Route(path, change_resource, methods=["POST"]) for path in resources),
     ]

@@ -1,0 +1,112 @@
+"""The modification or anonymization of a patient, a study or a series (Orthanc's job type
+"ResourceModification"): each instance is read, changed, and stored as a new instance, the new
+resources recording where they come from (ModifiedFrom, AnonymizedFrom).
+
+The old UIDs map to the same new ones throughout the job, so that the resource keeps its shape:
+a study modified is one new study with as many series as before.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import TYPE_CHECKING, Any
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from ..dicom.anonymization import Anonymization, Replacements
+from ..dicom.levels import Level
+from ..dicom.modification import Modification
+from ..errors import IsengardError
+from ..index import MetadataType
+from ..ingest import Origin
+from .job import Job
+
+if TYPE_CHECKING:
+    from ..server import Isengard
+
+log = logging.getLogger(__name__)
+
+
+class ResourceModificationJob(Job):
+    type_name = "ResourceModification"
+
+    def __init__(self, isengard: Isengard, public_id: str, level: Level, change: Modification | Anonymization,
+                 description: str = "REST API"):
+        self._isengard = isengard
+        self._public_id = public_id
+        self._level = level
+        self._change = change
+        self._description = description
+        self._instances: list[str] = []
+        self._position = 0
+        self._failed = 0
+        self._new_ids: dict[Level, str] = {}  # of the resource made from the first instance
+        self._uids: dict[str, str] = {}
+        self._replacements = Replacements(isengard.anonymized_patient_name)
+
+    @property
+    def anonymization(self) -> bool:
+        return isinstance(self._change, Anonymization)
+
+    def start(self) -> None:
+        if not self._instances:
+            with self._isengard.index.read() as index:
+                resource = index.get(self._public_id, self._level)
+                self._instances = [instance.public_id for instance in index.descendants(resource, Level.INSTANCE)]
+
+    def step(self) -> bool:
+        if self._position < len(self._instances):
+            try:
+                self._change_instance(self._instances[self._position])
+            except IsengardError as exc:
+                log.error("Instance %s not %s: %s", self._instances[self._position],
+                          "anonymized" if self.anonymization else "modified", exc.details)
+                self._failed += 1
+            self._position += 1
+        return self._position >= len(self._instances)
+
+    @property
+    def progress(self) -> float:
+        return self._position / len(self._instances) if self._instances else 0.0
+
+    def content(self) -> dict[str, Any]:
+        new_id = self._new_ids.get(self._level, "")
+        return {
+            "Description": self._description,
+            "FailedInstancesCount": self._failed,
+            "ID": new_id,
+            "InstancesCount": len(self._instances),
+            "IsAnonymization": self.anonymization,
+            "Path": f"/{self._level.route}/{new_id}",
+            "PatientID": self._new_ids.get(Level.PATIENT, ""),
+            "Type": self._level.title,
+        }
+
+    def _change_instance(self, instance_id: str) -> None:
+        dataset = pydicom.dcmread(io.BytesIO(self._isengard.read_dicom(instance_id)), force=True)
+        if isinstance(self._change, Anonymization):
+            self._change.apply(dataset, self._replacements)
+        else:
+            self._change.apply(dataset, self._level, lambda _tag, old: self._uids.setdefault(old, generate_uid()))
+        dataset.ensure_file_meta()
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+        output = io.BytesIO()
+        dataset.save_as(output, enforce_file_format=True)
+        data = output.getvalue()
+        if self._change.transcode:
+            data = self._isengard.images.transcode(data, self._change.transcode)
+        stored = self._isengard.ingest.store(data, Origin(source="RestApi"))
+        self._record_origin(instance_id, stored.public_ids)
+
+    def _record_origin(self, instance_id: str, new_ids: dict[Level, str]) -> None:
+        """ModifiedFrom (AnonymizedFrom) on the new resources of the modified level and below."""
+        self._new_ids = self._new_ids or dict(new_ids)
+        origin = MetadataType.ANONYMIZED_FROM if self.anonymization else MetadataType.MODIFIED_FROM
+        with self._isengard.index.write() as index:
+            old = index.get(instance_id, Level.INSTANCE)
+            for level in Level:
+                if level >= self._level:
+                    new = index.get(new_ids[level], level)
+                    index.set_metadata(new.internal_id, {origin: index.ancestor(old, level).public_id})

@@ -1,0 +1,77 @@
+"""/{patients,studies,series}/{id}/modify and /anonymize against Orthanc 1.10.1: the same answers,
+new resources of the same shape as the original (which stays), and where they come from."""
+
+import pytest
+
+from conftest import SAMPLES
+from orthanc import orthanc  # noqa: F401 (the module-scoped fixture)
+from test_jobs import wait_job
+
+# A study of two series (Brainix, 8 instances each taken), the same on both servers.
+FILES = sorted((SAMPLES / "Brainix" / "Epi").glob("*"))[:8] + sorted((SAMPLES / "Brainix" / "Flair").glob("*"))[:8]
+ANSWER_FIELDS = {"Description", "FailedInstancesCount", "ID", "InstancesCount", "IsAnonymization", "Path", "PatientID",
+                 "Type"}
+
+
+@pytest.fixture(scope="module")
+def study(isengard, orthanc):  # noqa: F811
+    ids = set()
+    for server in (isengard, orthanc):
+        for path in FILES:
+            ids.add(server.client.post("/instances", content=path.read_bytes()).json()["ParentStudy"])
+    (study_id,) = ids
+    return study_id
+
+
+def shape(server, study_id: str) -> list[int]:
+    return sorted(len(series["Instances"]) for series in server.client.get(f"/studies/{study_id}/series").json())
+
+
+@pytest.mark.parametrize("action, body", [
+    ("anonymize", {}),
+    ("modify", {"Replace": {"StudyDescription": "Modified"}}),
+    ("anonymize", {"Keep": ["StudyDescription"], "Replace": {"PatientName": "Research"}}),
+])
+def test_a_study_becomes_a_new_study_of_the_same_shape(isengard, orthanc, study, action, body):  # noqa: F811
+    answers = [server.client.post(f"/studies/{study}/{action}", json=body) for server in (isengard, orthanc)]
+    assert [answer.status_code for answer in answers] == [200, 200], answers[0].text
+    ours, theirs = (answer.json() for answer in answers)
+    assert set(ours) == set(theirs) == ANSWER_FIELDS
+    assert {k: ours[k] for k in ("InstancesCount", "FailedInstancesCount", "IsAnonymization", "Type")} == \
+        {k: theirs[k] for k in ("InstancesCount", "FailedInstancesCount", "IsAnonymization", "Type")} == \
+        {"InstancesCount": 16, "FailedInstancesCount": 0, "IsAnonymization": action == "anonymize", "Type": "Study"}
+    assert ours["Path"] == f"/studies/{ours['ID']}" and ours["ID"] != study
+    assert shape(isengard, ours["ID"]) == shape(orthanc, theirs["ID"]) == shape(isengard, study) == [8, 8]
+    origin = "AnonymizedFrom" if action == "anonymize" else "ModifiedFrom"
+    assert isengard.client.get(f"/studies/{ours['ID']}/metadata/{origin}").text == study
+    new_study = isengard.client.get(f"/studies/{ours['ID']}").json()
+    their_study = orthanc.client.get(f"/studies/{theirs['ID']}").json()
+    for tag in ("StudyDescription", "StudyDate", "AccessionNumber"):
+        assert new_study["MainDicomTags"].get(tag) == their_study["MainDicomTags"].get(tag), tag
+    assert (new_study["ParentPatient"] == isengard.client.get(f"/studies/{study}").json()["ParentPatient"]) == \
+        (action == "modify")  # a modified study stays with its patient; an anonymized one gets a new patient
+
+
+def test_a_series_is_modified_within_its_study(isengard, study):
+    series = isengard.client.get(f"/studies/{study}/series").json()[0]["ID"]
+    answer = isengard.client.post(f"/series/{series}/modify", json={"Replace": {"SeriesDescription": "Again"}}).json()
+    new = isengard.client.get(f"/series/{answer['ID']}").json()
+    assert new["ParentStudy"] == study and new["MainDicomTags"]["SeriesDescription"] == "Again"
+    assert isengard.client.get(f"/series/{answer['ID']}/metadata/ModifiedFrom").text == series
+
+
+def test_asynchronous_modification_is_a_job(isengard, study):
+    submitted = isengard.client.post(f"/studies/{study}/anonymize", json={"Asynchronous": True}).json()
+    job = wait_job(isengard.client, submitted["ID"], "Success")
+    assert job["Type"] == "ResourceModification"
+    instances = len(isengard.client.get(f"/studies/{study}/instances").json())
+    assert set(job["Content"]) == ANSWER_FIELDS, job["Content"]
+    assert job["Content"]["InstancesCount"] == instances and job["Content"]["IsAnonymization"]
+
+
+def test_refusals(isengard, study):
+    patient = isengard.client.get(f"/studies/{study}").json()["ParentPatient"]
+    assert isengard.client.post(f"/patients/{patient}/modify", json={"Replace": {"PatientName": "x"}}).status_code == 400
+    assert isengard.client.post("/studies/nonexistent/anonymize", json={}).status_code == 404
+    assert isengard.client.post(f"/series/{study}/modify", json={}).status_code == 404  # a study, not a series
+    assert isengard.client.post(f"/studies/{study}/modify", json={"Replace": {"StudyInstanceUID": "1.2"}}).status_code == 400
