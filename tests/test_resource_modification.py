@@ -75,3 +75,13 @@ def test_refusals(isengard, study):
     assert isengard.client.post("/studies/nonexistent/anonymize", json={}).status_code == 404
     assert isengard.client.post(f"/series/{study}/modify", json={}).status_code == 404  # a study, not a series
     assert isengard.client.post(f"/studies/{study}/modify", json={"Replace": {"StudyInstanceUID": "1.2"}}).status_code == 400
+
+
+def test_keep_source_false_replaces_the_original(isengard):
+    paths = sorted((SAMPLES / "Knix" / "Loc").glob("*"))[:3]
+    series = {isengard.client.post("/instances", content=path.read_bytes()).json()["ParentSeries"] for path in paths}
+    (original,) = series
+    answer = isengard.client.post(f"/series/{original}/anonymize", json={"KeepSource": False}).json()
+    assert isengard.client.get(f"/series/{original}").status_code == 404
+    assert len(isengard.client.get(f"/series/{answer['ID']}/instances").json()) == 3
+    assert isengard.client.post(f"/series/{answer['ID']}/modify", json={"KeepSource": "no"}).status_code == 400

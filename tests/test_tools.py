@@ -90,3 +90,15 @@ def test_reset_restarts_with_the_configuration_read_again(tmp_path):
         assert name == "Renamed"
         assert server.process.poll() is None
         assert len(server.client.get("/instances").json()) == 1
+
+
+def test_bulk_delete(fresh_isengard):
+    client = fresh_isengard.client
+    ids = [client.post("/instances", content=sample(path).read_bytes()).json()
+           for path in ("TransferSyntaxes/1.2.840.10008.1.2.1.dcm", "SignedCT.dcm", "DummyCT.dcm")]
+    # a study, an instance of it (gone with it), another instance, and an unknown identifier
+    resources = [ids[0]["ParentStudy"], ids[0]["ID"], ids[1]["ID"], "nonexistent"]
+    assert client.post("/tools/bulk-delete", json={"Resources": resources}).status_code == 200
+    assert client.get("/instances").json() == [ids[2]["ID"]]
+    assert client.post("/tools/bulk-delete", json={}).status_code == 400
+    assert client.post("/tools/bulk-delete", json={"Resources": "all"}).status_code == 400

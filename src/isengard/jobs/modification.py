@@ -33,8 +33,10 @@ class ResourceModificationJob(Job):
     type_name = "ResourceModification"
 
     def __init__(self, isengard: Isengard, public_id: str, level: Level, change: Modification | Anonymization,
-                 description: str = "REST API"):
+                 keep_source: bool = True, description: str = "REST API"):
+        """`keep_source` false: each original instance is deleted once its new version is stored."""
         self._isengard = isengard
+        self._keep_source = keep_source
         self._public_id = public_id
         self._level = level
         self._change = change
@@ -99,6 +101,10 @@ class ResourceModificationJob(Job):
             data = self._isengard.images.transcode(data, self._change.transcode)
         stored = self._isengard.ingest.store(data, Origin(source="RestApi"))
         self._record_origin(instance_id, stored.public_ids)
+        if not self._keep_source:
+            with self._isengard.index.read() as index:
+                original = index.get(instance_id, Level.INSTANCE)
+            self._isengard.delete(original)
 
     def _record_origin(self, instance_id: str, new_ids: dict[Level, str]) -> None:
         """ModifiedFrom (AnonymizedFrom) on the new resources of the modified level and below."""

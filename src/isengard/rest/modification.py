@@ -70,7 +70,10 @@ async def change_resource(request: Request) -> Response:
         change = Modification.from_json(body)
         if level == Level.PATIENT and PATIENT_ID not in change.replace:
             raise bad_request("Modifying a patient needs a new PatientID in Replace")
-    job = ResourceModificationJob(server(request), request.path_params["id"], level, change)
+    keep_source = body.get("KeepSource", True) if isinstance(body, dict) else True
+    if not isinstance(keep_source, bool):
+        raise bad_request('"KeepSource" must be true or false')
+    job = ResourceModificationJob(server(request), request.path_params["id"], level, change, keep_source)
     await in_thread(_exists, server(request), request.path_params["id"], level)
     return await answer_job(request, job, job_mode(body))
 

@@ -6,11 +6,13 @@ from starlette.routing import Route
 
 from ..dicom.levels import Level
 from ..dicom.tags import parse_tag
-from ..errors import ErrorCode, IsengardError
+from ..errors import ErrorCode, IsengardError, bad_request
 from ..index import IndexTransaction, Resource
 from ..storage import ContentType
-from .responses import json, query_flag, query_int, server
+from ..server import Isengard
+from .responses import empty_json, json, parse_json_body, query_flag, query_int, server
 from .serialize import TagFormat, expand
+from .threads import in_thread
 
 
 def _level(request: Request) -> Level:
@@ -64,6 +66,24 @@ def delete_resource(request: Request) -> Response:
     if remaining is not None:
         answer = {"ID": remaining.public_id, "Path": f"/{remaining.level.route}/{remaining.public_id}", "Type": remaining.level.title}
     return json({"RemainingAncestor": answer})
+
+
+async def bulk_delete(request: Request) -> Response:
+    """/tools/bulk-delete: every resource of "Resources" (those already gone, or unknown, are skipped)."""
+    body = parse_json_body(await request.body())
+    resources = body.get("Resources") if isinstance(body, dict) else None
+    if not isinstance(resources, list) or not all(isinstance(public_id, str) for public_id in resources):
+        raise bad_request('Expected "Resources": a list of Orthanc identifiers')
+    await in_thread(_delete_all, server(request), resources)
+    return empty_json()
+
+
+def _delete_all(isengard: Isengard, public_ids: list[str]) -> None:
+    for public_id in public_ids:
+        with isengard.index.read() as index:
+            resource = index.lookup(public_id)
+        if resource is not None:
+            isengard.delete(resource)
 
 
 def _navigate(target: Level):  # type: ignore[no-untyped-def]
@@ -127,4 +147,4 @@ def routes() -> list[Route]:
                 continue
             name = "patient" if target == Level.PATIENT else target.route if target > level else target.title.lower()
             found.append(Route(f"{base}/{{id}}/{name}", _navigate(target), methods=["GET"]))
-    return found
+    return [*found, Route("/tools/bulk-delete", bulk_delete, methods=["POST"])]
