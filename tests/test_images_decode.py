@@ -25,6 +25,7 @@ REFERENCES = {
         "1.2.840.10008.1.2.1.99": (["dcmconv", "+te"], False),
         "1.2.840.10008.1.2.2": (["dcmconv", "+te"], False),
         "1.2.840.10008.1.2.4.50": (["dcmdjpeg"], True),
+        "1.2.840.10008.1.2.4.51": (["dcmdjpeg"], False),  # 12 bits: decoded by GDCM
         "1.2.840.10008.1.2.4.57": (["dcmdjpeg"], False),
         "1.2.840.10008.1.2.4.70": (["dcmdjpeg"], False),
         "1.2.840.10008.1.2.4.80": (["dcmdjpls"], False),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy
 import pydicom
 import pytest
+from pydicom.encaps import encapsulate
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts
@@ -231,8 +232,13 @@ def test_compressed_files_go_decompressed_to_a_peer_that_refuses_their_syntax(
 
 
 def test_a_file_that_cannot_be_decompressed_fails_with_the_reason(server, uncompressed_only):
-    path = SAMPLES / "TransferSyntaxes" / "1.2.840.10008.1.2.4.51.dcm"  # 12-bit JPEG: no decoder
-    answer = server.client.post("/modalities/implicit/store", content=instance_ids(server)[sop_instance_uid(path)])
+    dataset = pydicom.dcmread(SAMPLES / "TransferSyntaxes" / "1.2.840.10008.1.2.4.70.dcm")
+    dataset.SOPInstanceUID = "1.2.3.4.5.6.7.8.9"
+    dataset.PixelData = encapsulate([b"\xff\xd8" + bytes(range(256)) * 4])  # not a JPEG stream
+    output = io.BytesIO()
+    dataset.save_as(output, enforce_file_format=True)
+    instance = server.client.post("/instances", content=output.getvalue()).json()["ID"]
+    answer = server.client.post("/modalities/implicit/store", content=instance)
     assert answer.status_code == 500
     assert "Cannot encode instance" in answer.json()["Details"] and "1.2.840.10008.1.2" in answer.json()["Details"]
 

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID, JPEG2000, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit,
-    JPEGLSNearLossless,
+    JPEGExtended12Bit, JPEGLSNearLossless,
 )
 
 from ..errors import ErrorCode, IsengardError
@@ -80,6 +80,13 @@ def _decompress(dataset: Dataset) -> None:
     """Native pixel data, decoded as for display (YBR becomes RGB, which the photometric
     interpretation then says), by the same codec."""
     complete_pixel_description(dataset)
+    if dataset.file_meta.TransferSyntaxUID == JPEGExtended12Bit:  # GDCM's, frame by frame (see decode.py)
+        frames = [decode_frame(dataset, index) for index in range(frame_count(dataset))]
+        dataset.PixelData = numpy.stack(frames).tobytes()
+        dataset["PixelData"].VR = "OW"
+        dataset["PixelData"].is_undefined_length = False
+        dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        return
     try:
         dataset.decompress(generate_instance_uid=False, decoding_plugin=decoding_plugin(dataset))
     except Exception as exc:  # the codecs raise anything
