@@ -3,6 +3,9 @@ so the figures measure the server rather than the client."""
 
 import http.client
 import json
+import threading
+import time
+from collections.abc import Callable
 
 
 class Client:
@@ -30,3 +33,17 @@ class Client:
 
     def close(self) -> None:
         self.connection.close()
+
+
+def run_together(jobs: list[Callable[[threading.Barrier], None]]) -> float:
+    """Run each job on a thread of its own; a job calls `start.wait()` once ready (after any untimed
+    warm-up). The seconds from that common start to the end of the last job."""
+    start = threading.Barrier(len(jobs) + 1)
+    workers = [threading.Thread(target=job, args=(start,), daemon=True) for job in jobs]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    began = time.perf_counter()
+    for worker in workers:
+        worker.join()
+    return time.perf_counter() - began

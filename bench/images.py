@@ -14,12 +14,13 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pydicom
 
-from .client import Client
-from .network import _failure
+from .client import Client, run_together
+from .network import failure_note
 from .report import Results, progress
 from .servers import Server, ServerFactory, running
 
@@ -61,7 +62,7 @@ def measure_previews(server: Server, name: str, file: Path, threads: int, result
         paths = preview_paths(_upload(server, file), file)
         upload_failure = ""
     except (RuntimeError, OSError, http.client.HTTPException, ValueError) as error:
-        paths, upload_failure = [], _failure(server, f"uploading {file.name}", error)
+        paths, upload_failure = [], failure_note(server, f"uploading {file.name}", error)
     for count in sorted({1, threads}):
         metric = f"preview {name}, {'1 thread' if count == 1 else f'{count} threads'}"
         value, note = (None, upload_failure) if upload_failure else _measure(server, metric, paths, count)
@@ -72,7 +73,7 @@ def _measure(server: Server, metric: str, paths: list[str], threads: int) -> tup
     try:
         done = previews(server.port, paths, threads, MEASURE_S)
     except PreviewError as error:
-        return None, _failure(server, metric, error)
+        return None, failure_note(server, metric, error)
     progress(server.product, f"{metric}: {done.per_second:.1f} previews/s ({done.previews} in {done.seconds:.1f} s)")
     return done.per_second, ""
 
@@ -104,20 +105,10 @@ def previews(port: int, paths: list[str], threads: int, seconds: float) -> Previ
     to the last answer, so that the requests under way at the deadline count."""
     orders = [paths[s:] + paths[:s] for s in (t * len(paths) // threads for t in range(threads))]
     clients = [Client(port) for _ in orders]
-    start = threading.Barrier(threads + 1)
     answered: list[int] = []
     errors: list[str] = []
-    workers = [
-        threading.Thread(target=_request_in_turn, args=(client, order, seconds, start, answered, errors), daemon=True)
-        for client, order in zip(clients, orders)
-    ]
-    for worker in workers:
-        worker.start()
-    start.wait()
-    began = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    elapsed = time.perf_counter() - began
+    elapsed = run_together([partial(_request_in_turn, client, order, seconds, answered, errors)
+                            for client, order in zip(clients, orders)])
     for client in clients:
         client.close()
     if errors:
@@ -125,8 +116,8 @@ def previews(port: int, paths: list[str], threads: int, seconds: float) -> Previ
     return PreviewResult(sum(answered), elapsed)
 
 
-def _request_in_turn(client: Client, order: list[str], seconds: float, start: threading.Barrier,
-                     answered: list[int], errors: list[str]) -> None:
+def _request_in_turn(client: Client, order: list[str], seconds: float, answered: list[int], errors: list[str],
+                     start: threading.Barrier) -> None:
     """WARM_UP_PREVIEWS before the common start (a thread that fails them still joins it), then the timed ones."""
     requests = itertools.cycle(order)
     error = ""

@@ -3,10 +3,10 @@
 import http.client
 import json
 import threading
-import time
 from dataclasses import dataclass
+from functools import partial
 
-from .client import Client
+from .client import Client, run_together
 
 
 @dataclass
@@ -31,19 +31,8 @@ def ingest(port: int, instances: list[tuple[int, bytes]], threads: int) -> Inges
     clients = [Client(port) for _ in range(threads)]
     for client in clients:
         client.connection.connect()  # connection set-up is not part of the measure
-    start = threading.Barrier(threads + 1)
     errors: list[str] = []
-    workers = [
-        threading.Thread(target=_upload_all, args=(client, share, start, errors), daemon=True)
-        for client, share in zip(clients, shares)
-    ]
-    for worker in workers:
-        worker.start()
-    start.wait()
-    began = time.perf_counter()
-    for worker in workers:
-        worker.join()
-    seconds = time.perf_counter() - began
+    seconds = run_together([partial(_upload_all, client, share, errors) for client, share in zip(clients, shares)])
     for client in clients:
         client.close()
     if errors:
@@ -51,7 +40,7 @@ def ingest(port: int, instances: list[tuple[int, bytes]], threads: int) -> Inges
     return IngestResult(threads, len(instances), seconds)
 
 
-def _upload_all(client: Client, share: list[bytes], start: threading.Barrier, errors: list[str]) -> None:
+def _upload_all(client: Client, share: list[bytes], errors: list[str], start: threading.Barrier) -> None:
     start.wait()
     for data in share:
         try:

@@ -75,7 +75,7 @@ def measure_cstore(server: Server, files: list[tuple[int, Path]], associations: 
         done = store(server.dicom_port, server.aet, files, associations)
         held = server.get_json("/statistics")["CountInstances"]
     except (RuntimeError, OSError) as error:
-        results.record(name, "instances/s", "higher", server.product, None, _failure(server, name, error))
+        results.record(name, "instances/s", "higher", server.product, None, failure_note(server, name, error))
         return
     progress(server.product, f"{name}: {done.per_second:.1f} instances/s ({done.seconds:.1f} s)")
     note = "" if held == len(files) else f"holds {held} of {len(files)} instances"
@@ -87,7 +87,7 @@ def measure_cfinds(server: Server, study_list: list[Path], queries: dict[str, li
         _load(server, study_list)
         load_failure = ""
     except (RuntimeError, OSError) as error:
-        load_failure = _failure(server, "loading the study list", error)
+        load_failure = failure_note(server, "loading the study list", error)
     for kind, drawn in queries.items():
         name = f"C-FIND {kind}"
         latencies, note = ((None, None), load_failure) if load_failure else _measure_cfind(server, name, drawn, results)
@@ -101,7 +101,7 @@ def _measure_cfind(server: Server, name: str, queries: list[Query],
     try:
         latency = measure_cfind("127.0.0.1", server.dicom_port, server.aet, queries, SCU_AET)
     except (RuntimeError, OSError) as error:  # ConnectionError included
-        return (None, None), _failure(server, name, error)
+        return (None, None), failure_note(server, name, error)
     progress(server.product, f"{name}: {latency.queries} queries, {latency.mean_matches:.1f} studies each")
     results.record_matches(name, server.product, latency.mean_matches)
     return (latency.p50_ms, latency.p95_ms), ""
@@ -115,7 +115,7 @@ def measure_cmove(server: Server, study: list[Path], results: Results) -> None:
         moves = [move_study(server.dicom_port, server.aet, SCU_AET, network_data.moved_study_uid())
                  for _ in range(MOVES)]
     except (RuntimeError, OSError) as error:
-        results.record(name, "instances/s", "higher", server.product, None, _failure(server, name, error))
+        results.record(name, "instances/s", "higher", server.product, None, failure_note(server, name, error))
         return
     per_second = statistics.median(move.per_second for move in moves)
     progress(server.product, f"{name}: {per_second:.1f} instances/s (median of {MOVES})")
@@ -130,7 +130,7 @@ def _load(server: Server, files: list[Path]) -> None:
     progress(server.product, f"loaded {len(files)} instances by REST in {done.seconds:.1f} s")
 
 
-def _failure(server: Server, what: str, error: Exception) -> str:
+def failure_note(server: Server, what: str, error: Exception) -> str:
     """Print the error with the end of the server's log; return the table's note."""
     progress(server.product, f"{what} failed: {error}\n{server.log_tail(20)}")
     return f"failed: {str(error).splitlines()[0][:100]}" if str(error) else f"failed: {type(error).__name__}"

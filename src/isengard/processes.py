@@ -23,6 +23,7 @@ import orjson
 
 from .errors import ErrorCode, IsengardError
 from .storage.writer import read_exactly, write_all
+from .storage.writer_pool import close_process
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,7 @@ class WorkerProcess:
         return _receive(self._answers)
 
     def close(self) -> None:
-        for stream in (self._process.stdin, self._process.stdout):
-            stream.close()  # type: ignore[union-attr]
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        close_process(self._process)
 
 
 class WorkerPool:

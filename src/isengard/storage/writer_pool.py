@@ -45,13 +45,18 @@ class WriterProcess:
         return STOPPED if answer is None else ANSWER.unpack(answer)[0]
 
     def close(self) -> None:
-        for stream in (self._process.stdin, self._process.stdout):
-            stream.close()  # type: ignore[union-attr]
-        try:
-            self._process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        close_process(self._process)
+
+
+def close_process(process: subprocess.Popen) -> None:
+    """End a worker process by closing its pipes, as the end of the server does (killed after 10 s)."""
+    for stream in (process.stdin, process.stdout):
+        stream.close()  # type: ignore[union-attr]
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 class WriterPool:
