@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import sqlite3
+import subprocess
 import time
 import zipfile
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 import numpy
 import pydicom
+import pydicom.fileset
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -507,3 +509,28 @@ def test_job_errors_match_orthanc(loaded, orthanc):
             mine, theirs = (answer(client, "POST", path, job_id) for client, job_id in waiting)
             assert mine == theirs, path
     wait_job(orthanc.client, store.json()["ID"])
+
+
+def test_media_have_a_dicomdir_that_dcmtk_reads(fresh_isengard, tmp_path):
+    client = fresh_isengard.client
+    paths = sorted((sample("Brainix") / "Epi").glob("*"))[:3] + [sample("TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm")]
+    uploaded = [client.post("/instances", content=path.read_bytes()).json() for path in paths]
+    study = uploaded[0]["ParentStudy"]
+    synchronous = client.get(f"/studies/{study}/media")
+    submitted = client.post("/tools/create-media", json={"Resources": [study, uploaded[-1]["ID"]], "Asynchronous": True,
+                                                         "Transcode": "1.2.840.10008.1.2.1"}).json()
+    assert wait_job(client, submitted["ID"], "Success")["Type"] == "Media"
+    asynchronous = client.get(f"/jobs/{submitted['ID']}/archive")
+    for archive, count in ((synchronous, 3), (asynchronous, 4)):
+        folder = tmp_path / str(count)
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as media:
+            assert media.namelist()[-1] == "DICOMDIR"
+            media.extractall(folder)
+        dump = subprocess.run(["dcmdump", "-Un", str(folder / "DICOMDIR")], capture_output=True, encoding="latin-1",
+                              check=True)
+        assert dump.stdout.count("(0004,1430) CS [IMAGE]") == count
+        file_set = pydicom.fileset.FileSet(pydicom.dcmread(folder / "DICOMDIR"))
+        instances = [instance.load() for instance in file_set]
+        assert sorted(dataset.SOPInstanceUID for dataset in instances) == sorted(
+            pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in paths[:count])
+    assert {dataset.file_meta.TransferSyntaxUID for dataset in instances} == {"1.2.840.10008.1.2.1"}

@@ -34,7 +34,7 @@ step blocked in I/O delays them, and the server's stop. Define job types in modu
 start-up (by isengard.server, directly or not): a saved job whose type is unknown is dropped.
 """
 
-from .archive import ArchiveJob
+from .archive import ArchiveJob, MediaJob
 from .modification import ResourceModificationJob
 from .dicom import RetrieveJob, StoreJob
 from .engine import JobsEngine, TrackedJob
@@ -42,6 +42,6 @@ from .job import Job, JobOutput, JobState, StopReason
 from .persistence import IndexJobsStore
 
 __all__ = [
-    "ArchiveJob", "IndexJobsStore", "Job", "JobOutput", "JobState", "JobsEngine", "RetrieveJob", "StopReason",
+    "ArchiveJob", "IndexJobsStore", "Job", "JobOutput", "JobState", "JobsEngine", "MediaJob", "RetrieveJob", "StopReason",
     "ResourceModificationJob", "StoreJob", "TrackedJob",
 ]

@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
+MEDIA_FILE_SET_ID = "ISENGARD_MEDIA"
+# The attributes that the records of a DICOMDIR (patient, study, series, image) require of each
+# instance (PS3.3 F.5), and the values a media file gets when it has none.
+INVENTED_RECORD_VALUES = {"PatientID": "UNKNOWN", "StudyDate": "19000101", "StudyTime": "000000", "StudyID": "0",
+                          "Modality": "OT", "SeriesNumber": "0", "InstanceNumber": "1"}
 ZIP_COMMENT = b"Created by Isengard"
 
 # The two main tags that name the folder of each level.
@@ -277,6 +282,12 @@ class ArchiveStream:
 # -- the job -------------------------------------------------------------------------------------------
 
 
+def _write_member(archive: ZipFile, path: str, data: bytes) -> None:
+    member = ZipInfo(path, time.localtime()[:6])
+    member.compress_type = ZIP_DEFLATED
+    archive.writestr(member, data)
+
+
 class ArchiveJob(Job):
     type_name = "Archive"
 
@@ -325,17 +336,22 @@ class ArchiveJob(Job):
         assert self._entries is not None and self._zip is not None
         if self._position < len(self._entries):
             entry = self._entries[self._position]
-            member = ZipInfo(entry.path, time.localtime()[:6])
-            member.compress_type = ZIP_DEFLATED
-            self._zip.writestr(member, self._file(entry.instance))
+            self._add(entry, self._file(entry.instance))
             self._archive_size = self._zip.start_dir  # what is written so far
             self._position += 1
             return False
+        self._finish(self._zip)
         self._zip.close()
         self.destination.complete()
         self._archive_size = self.destination.size
         self._position += 1
         return True
+
+    def _add(self, entry: ArchiveEntry, data: bytes) -> None:
+        _write_member(self._zip, entry.path, data)  # type: ignore[arg-type]
+
+    def _finish(self, archive: ZipFile) -> None:
+        """What goes into the ZIP once every instance is in (nothing, but for media)."""
 
     def _file(self, instance: str) -> bytes:
         data = self._isengard.read_dicom(instance)
@@ -400,3 +416,55 @@ class ArchiveJob(Job):
         destination = ArchiveFile(temporary_directory(isengard), offered=True)
         return cls(isengard, list(data["Resources"]), destination, None, data.get("Description", ""), data,
                    data.get("Transcode"))
+
+
+class MediaJob(ArchiveJob):
+    """A ZIP with a DICOMDIR (PS3.10 media): the instances go into a file-set staged in a temporary
+    folder (pydicom's FileSet names them PTnnnnnn/STnnnnnn/SEnnnnnn/IMnnnnnn), which is written
+    out, DICOMDIR included, into the ZIP at the end. Memory stays flat: the files wait on disk."""
+
+    type_name = "Media"
+    _staging: tempfile.TemporaryDirectory | None = None  # while the job runs
+    _file_set: Any = None
+
+    def start(self) -> None:
+        super().start()
+        if self._staging is None:
+            from pydicom.fileset import FileSet
+
+            self._staging = tempfile.TemporaryDirectory(dir=temporary_directory(self._isengard))
+            self._file_set = FileSet()
+            self._file_set.ID = MEDIA_FILE_SET_ID
+
+    def _add(self, entry: ArchiveEntry, data: bytes) -> None:
+        assert self._staging is not None
+        from pydicom import dcmread
+
+        path = Path(self._staging.name) / "in" / f"{self._position}.dcm"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        header = dcmread(path, stop_before_pixels=True, force=True)
+        missing = [keyword for keyword in INVENTED_RECORD_VALUES if not header.get(keyword)]
+        if missing:  # the DICOMDIR's records need them: this copy gets them, as `dcmmkdir --invent` does
+            dataset = dcmread(path, force=True)
+            for keyword in missing:
+                setattr(dataset, keyword, INVENTED_RECORD_VALUES[keyword])
+            dataset.save_as(path, enforce_file_format=True)
+        self._file_set.add(str(path))
+
+    def _finish(self, archive: ZipFile) -> None:
+        assert self._staging is not None
+        out = Path(self._staging.name) / "out"
+        self._file_set.write(str(out))
+        for path in sorted(out.rglob("*")):
+            if path.is_file() and path.name != "DICOMDIR":
+                _write_member(archive, path.relative_to(out).as_posix(), path.read_bytes())
+        _write_member(archive, "DICOMDIR", (out / "DICOMDIR").read_bytes())  # last, as Orthanc
+        self._staging.cleanup()
+        self._staging = None
+
+    def stop(self, reason: StopReason) -> None:
+        super().stop(reason)
+        if reason in (StopReason.FAILURE, StopReason.CANCELED) and self._staging is not None:
+            self._staging.cleanup()
+            self._staging = None

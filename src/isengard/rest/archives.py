@@ -18,6 +18,7 @@ from ..jobs.archive import (
     ArchiveFile,
     ArchiveJob,
     ArchiveStream,
+    MediaJob,
     IncompleteArchive,
     plan_archive,
     temporary_directory,
@@ -30,6 +31,7 @@ ZIP = "application/zip"
 
 
 async def level_archive(request: Request) -> Response:
+    """/{level}/{id}/archive and /media."""
     level = Level.parse(request.url.path.split("/")[1])
     public_id = request.path_params["id"]
     if request.method == "GET":
@@ -39,7 +41,8 @@ async def level_archive(request: Request) -> Response:
         body = parse_job_body(await request.body())
         transcode = _transfer_syntax(body.get("Transcode") if isinstance(body, dict) else None)
         mode = job_mode(body)
-    return await _archive(request, [public_id], mode, f"{public_id}.zip", level, transcode)
+    kind = MediaJob if request.url.path.endswith("/media") else ArchiveJob
+    return await _archive(request, [public_id], mode, f"{public_id}.zip", level, transcode, kind)
 
 
 async def create_archive(request: Request) -> Response:
@@ -57,7 +60,8 @@ async def create_archive(request: Request) -> Response:
     if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
         raise IsengardError(ErrorCode.BAD_FILE_FORMAT, "Expected a list of strings (Orthanc identifiers)")
     transcode = _transfer_syntax(body.get("Transcode"))
-    return await _archive(request, resources, job_mode(body), "Archive.zip", transcode=transcode)
+    kind = ArchiveJob if request.url.path.endswith("/create-archive") else MediaJob
+    return await _archive(request, resources, job_mode(body), "Archive.zip", transcode=transcode, kind=kind)
 
 
 def _transfer_syntax(value: object) -> str | None:
@@ -74,13 +78,13 @@ JobMaker = Callable[[ArchiveDestination], ArchiveJob]
 
 async def _archive(
     request: Request, resources: list[str], mode: JobMode, filename: str, level: Level | None = None,
-    transcode: str | None = None,
+    transcode: str | None = None, kind: type[ArchiveJob] = ArchiveJob,
 ) -> Response:
     isengard = server(request)
     entries = await anyio.to_thread.run_sync(_plan, isengard, resources, level)
 
     def job(destination: ArchiveDestination) -> ArchiveJob:
-        return ArchiveJob(isengard, resources, destination, entries, transcode=transcode)
+        return kind(isengard, resources, destination, entries, transcode=transcode)
 
     if not mode.synchronous:
         return job_submitted(isengard.jobs.submit(job(ArchiveFile(temporary_directory(isengard), offered=True)),
@@ -144,8 +148,10 @@ class ArchiveStreamResponse(StreamingResponse):
 
 
 def routes() -> list[Route]:
-    levels = [f"/{level.route}/{{id}}/archive" for level in (Level.PATIENT, Level.STUDY, Level.SERIES)]
+    levels = [f"/{level.route}/{{id}}/{kind}" for level in (Level.PATIENT, Level.STUDY, Level.SERIES)
+              for kind in ("archive", "media")]
     return [
         *(Route(path, level_archive, methods=["GET", "POST"]) for path in levels),
-        Route("/tools/create-archive", create_archive, methods=["POST"]),
+        *(Route(f"/tools/{name}", create_archive, methods=["POST"])
+          for name in ("create-archive", "create-media", "create-media-extended")),
     ]
