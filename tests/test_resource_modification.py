@@ -85,3 +85,28 @@ def test_keep_source_false_replaces_the_original(isengard):
     assert isengard.client.get(f"/series/{original}").status_code == 404
     assert len(isengard.client.get(f"/series/{answer['ID']}/instances").json()) == 3
     assert isengard.client.post(f"/series/{answer['ID']}/modify", json={"KeepSource": "no"}).status_code == 400
+
+
+@pytest.mark.parametrize("action", ["modify", "anonymize"])
+def test_bulk_changes_answer_every_resource_as_orthanc(isengard, orthanc, study, action):  # noqa: F811
+    body = {"Replace": {"SeriesDescription": "Bulk"}} if action == "modify" else {}
+    answers = []
+    for server in (isengard, orthanc):
+        series = [item["ID"] for item in server.client.get(f"/studies/{study}/series").json()][:2]
+        answer = server.client.post(f"/tools/bulk-{action}", json={"Resources": series, **body})
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json())
+    ours, theirs = answers
+    assert set(ours) == set(theirs) == {"Description", "FailedInstancesCount", "InstancesCount", "IsAnonymization",
+                                        "Resources"}
+    assert (ours["InstancesCount"], ours["IsAnonymization"]) == (theirs["InstancesCount"], theirs["IsAnonymization"])
+    kinds = [[resource["Type"] for resource in answer["Resources"]] for answer in answers]
+    assert kinds[0] == kinds[1]  # instances first, then series, studies, patients
+    for resource in ours["Resources"]:
+        assert isengard.client.get(resource["Path"]).status_code == 200
+
+
+def test_bulk_refusals(isengard):
+    assert isengard.client.post("/tools/bulk-anonymize", json={"Resources": ["nonexistent"]}).status_code == 404
+    assert isengard.client.post("/tools/bulk-modify", json={"Replace": {}}).status_code == 400
+    assert isengard.client.post("/tools/bulk-modify", json={"Resources": [], "Level": "Galaxy"}).status_code == 400

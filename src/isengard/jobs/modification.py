@@ -32,19 +32,23 @@ log = logging.getLogger(__name__)
 class ResourceModificationJob(Job):
     type_name = "ResourceModification"
 
-    def __init__(self, isengard: Isengard, public_id: str, level: Level, change: Modification | Anonymization,
-                 keep_source: bool = True, description: str = "REST API"):
-        """`keep_source` false: each original instance is deleted once its new version is stored."""
+    def __init__(self, isengard: Isengard, resources: list[str], level: Level, change: Modification | Anonymization,
+                 keep_source: bool = True, bulk: bool = False, description: str = "REST API"):
+        """The instances of `resources` changed as those of a resource of `level` (whose own
+        identifier changes); `keep_source` false: each original instance is deleted once its new
+        version is stored. `bulk`: answer every new resource (/tools/bulk-modify), not just one."""
         self._isengard = isengard
         self._keep_source = keep_source
-        self._public_id = public_id
+        self._resources = resources
         self._level = level
         self._change = change
+        self._bulk = bulk
         self._description = description
         self._instances: list[str] = []
         self._position = 0
         self._failed = 0
         self._new_ids: dict[Level, str] = {}  # of the resource made from the first instance
+        self._created: dict[Level, list[str]] = {level: [] for level in Level}  # every new resource, in order
         self._uids: dict[str, str] = {}
         self._replacements = Replacements(isengard.anonymized_patient_name)
 
@@ -55,8 +59,9 @@ class ResourceModificationJob(Job):
     def start(self) -> None:
         if not self._instances:
             with self._isengard.index.read() as index:
-                resource = index.get(self._public_id, self._level)
-                self._instances = [instance.public_id for instance in index.descendants(resource, Level.INSTANCE)]
+                for public_id in self._resources:
+                    resource = index.get(public_id)
+                    self._instances += [instance.public_id for instance in index.descendants(resource, Level.INSTANCE)]
 
     def step(self) -> bool:
         if self._position < len(self._instances):
@@ -74,17 +79,15 @@ class ResourceModificationJob(Job):
         return self._position / len(self._instances) if self._instances else 0.0
 
     def content(self) -> dict[str, Any]:
+        counts = {"Description": self._description, "FailedInstancesCount": self._failed,
+                  "InstancesCount": len(self._instances), "IsAnonymization": self.anonymization}
+        if self._bulk:  # the new resources, instances first, as Orthanc lists them
+            resources = [{"ID": public_id, "Path": f"/{level.route}/{public_id}", "Type": level.title}
+                         for level in reversed(Level) for public_id in self._created[level]]
+            return {**counts, "Resources": resources}
         new_id = self._new_ids.get(self._level, "")
-        return {
-            "Description": self._description,
-            "FailedInstancesCount": self._failed,
-            "ID": new_id,
-            "InstancesCount": len(self._instances),
-            "IsAnonymization": self.anonymization,
-            "Path": f"/{self._level.route}/{new_id}",
-            "PatientID": self._new_ids.get(Level.PATIENT, ""),
-            "Type": self._level.title,
-        }
+        return {**counts, "ID": new_id, "Path": f"/{self._level.route}/{new_id}",
+                "PatientID": self._new_ids.get(Level.PATIENT, ""), "Type": self._level.title}
 
     def _change_instance(self, instance_id: str) -> None:
         dataset = pydicom.dcmread(io.BytesIO(self._isengard.read_dicom(instance_id)), force=True)
@@ -109,6 +112,9 @@ class ResourceModificationJob(Job):
     def _record_origin(self, instance_id: str, new_ids: dict[Level, str]) -> None:
         """ModifiedFrom (AnonymizedFrom) on the new resources of the modified level and below."""
         self._new_ids = self._new_ids or dict(new_ids)
+        for level, public_id in new_ids.items():
+            if public_id not in self._created[level]:
+                self._created[level].append(public_id)
         origin = MetadataType.ANONYMIZED_FROM if self.anonymization else MetadataType.MODIFIED_FROM
         with self._isengard.index.write() as index:
             old = index.get(instance_id, Level.INSTANCE)

@@ -2,6 +2,7 @@
 transcoded, if asked), answered without being stored."""
 
 import io
+from typing import Any
 
 import pydicom
 from starlette.requests import Request
@@ -11,7 +12,7 @@ from starlette.routing import Route
 from ..dicom.anonymization import Anonymization, Replacements
 from ..dicom.modification import Modification
 from ..dicom.levels import Level
-from ..dicom.tags import PATIENT_ID
+from ..dicom.tags import IDENTIFIER_TAG, PATIENT_ID
 from ..errors import ErrorCode, IsengardError, bad_request
 from ..jobs.modification import ResourceModificationJob
 from ..server import Isengard
@@ -64,23 +65,53 @@ async def change_resource(request: Request) -> Response:
     """/{patients|studies|series}/{id}/modify and /anonymize: new resources stored, by a job."""
     level = Level.parse(request.url.path.split("/")[1])
     body = parse_json_body(await request.body()) or {}
-    if request.url.path.endswith("/anonymize"):
-        change: Modification | Anonymization = Anonymization.from_json(body)
-    else:
-        change = Modification.from_json(body)
-        if level == Level.PATIENT and PATIENT_ID not in change.replace:
-            raise bad_request("Modifying a patient needs a new PatientID in Replace")
-    keep_source = body.get("KeepSource", True) if isinstance(body, dict) else True
-    if not isinstance(keep_source, bool):
-        raise bad_request('"KeepSource" must be true or false')
-    job = ResourceModificationJob(server(request), request.path_params["id"], level, change, keep_source)
-    await in_thread(_exists, server(request), request.path_params["id"], level)
+    change = _change(request, body)
+    if level == Level.PATIENT and isinstance(change, Modification) and PATIENT_ID not in change.replace:
+        raise bad_request("Modifying a patient needs a new PatientID in Replace")
+    await in_thread(_check_exist, server(request), [request.path_params["id"]], level)
+    job = ResourceModificationJob(server(request), [request.path_params["id"]], level, change, _keep_source(body))
     return await answer_job(request, job, job_mode(body))
 
 
-def _exists(isengard: Isengard, public_id: str, level: Level) -> None:
+async def bulk_change(request: Request) -> Response:
+    """/tools/bulk-modify and /tools/bulk-anonymize: the instances of several resources, changed as
+    those of resources of "Level" (by default, that of the highest identifier replaced, else Instance)."""
+    body = parse_json_body(await request.body())
+    resources = body.get("Resources") if isinstance(body, dict) else None
+    if not isinstance(resources, list) or not all(isinstance(public_id, str) for public_id in resources):
+        raise bad_request('Expected "Resources": a list of Orthanc identifiers')
+    change = _change(request, body)
+    level = _bulk_level(body, change)
+    await in_thread(_check_exist, server(request), resources, None)
+    job = ResourceModificationJob(server(request), resources, level, change, _keep_source(body), bulk=True)
+    return await answer_job(request, job, job_mode(body))
+
+
+def _change(request: Request, body: Any) -> Modification | Anonymization:
+    return Anonymization.from_json(body) if request.url.path.endswith("anonymize") else Modification.from_json(body)
+
+
+def _bulk_level(body: dict, change: Modification | Anonymization) -> Level:
+    if "Level" in body:
+        try:
+            return Level.parse(str(body["Level"]))
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+    replaced = [level for level in Level if IDENTIFIER_TAG[level] in change.replace]
+    return min(replaced, default=Level.INSTANCE)
+
+
+def _keep_source(body: Any) -> bool:
+    keep_source = body.get("KeepSource", True) if isinstance(body, dict) else True
+    if not isinstance(keep_source, bool):
+        raise bad_request('"KeepSource" must be true or false')
+    return keep_source
+
+
+def _check_exist(isengard: Isengard, public_ids: list[str], level: Level | None) -> None:
     with isengard.index.read() as index:
-        index.get(public_id, level)
+        for public_id in public_ids:
+            index.get(public_id, level)
 
 
 def routes() -> list[Route]:
@@ -90,4 +121,6 @@ def routes() -> list[Route]:
         Route("/instances/{id}/modify", modify_instance, methods=["POST"]),
         Route("/instances/{id}/anonymize", anonymize_instance, methods=["POST"]),
         *(Route(path, change_resource, methods=["POST"]) for path in resources),
+        Route("/tools/bulk-modify", bulk_change, methods=["POST"]),
+        Route("/tools/bulk-anonymize", bulk_change, methods=["POST"]),
     ]
