@@ -11,6 +11,7 @@ from ..index import IndexTransaction, Resource
 from ..storage import ContentType
 from ..server import Isengard
 from .responses import empty_json, json, parse_json_body, query_flag, query_int, server
+from .metadata import metadata_names
 from .serialize import TagFormat, expand
 from .threads import in_thread
 
@@ -76,6 +77,45 @@ async def bulk_delete(request: Request) -> Response:
         raise bad_request('Expected "Resources": a list of Orthanc identifiers')
     await in_thread(_delete_all, server(request), resources)
     return empty_json()
+
+
+async def bulk_content(request: Request) -> Response:
+    """/tools/bulk-content: the JSON of every known resource of "Resources" (or of their
+    descendants or ancestors at "Level"), with their metadata unless "Metadata" is false."""
+    body = parse_json_body(await request.body())
+    resources = body.get("Resources") if isinstance(body, dict) else None
+    if not isinstance(resources, list) or not all(isinstance(public_id, str) for public_id in resources):
+        raise bad_request('Expected "Resources": a list of Orthanc identifiers')
+    try:
+        level = Level.parse(body["Level"]) if "Level" in body else None
+    except (ValueError, AttributeError):
+        raise bad_request(f'Unknown "Level": {body["Level"]}') from None
+    fmt = TagFormat(full=bool(body.get("Full")), short=bool(body.get("Short")))
+    return json(await in_thread(_contents, server(request), resources, level, fmt, body.get("Metadata", True) is not False))
+
+
+def _contents(isengard: Isengard, public_ids: list[str], level: Level | None, fmt: TagFormat, metadata: bool) -> list[dict]:
+    names = metadata_names(isengard.config)
+    with isengard.index.read() as index:
+        found = [resource for resource in map(index.lookup, public_ids) if resource is not None]
+        if level is not None:
+            found = [related for resource in found for related in _at_level(index, resource, level)]
+        found = list({resource.internal_id: resource for resource in found}.values())
+        answers = []
+        for of_level in Level:  # the expansion takes resources of one level at a time
+            same = [resource for resource in found if resource.level == of_level]
+            for resource, answer in zip(same, expand(isengard, index, same, fmt)):
+                if metadata:
+                    values = index.metadata(resource.internal_id)
+                    answer["Metadata"] = {names.name(t): values[t][0] for t in sorted(values)}
+                answers.append(answer)
+    return answers
+
+
+def _at_level(index: IndexTransaction, resource: Resource, level: Level) -> list[Resource]:
+    if level >= resource.level:
+        return index.descendants(resource, level)
+    return [index.ancestor(resource, level)]
 
 
 def _delete_all(isengard: Isengard, public_ids: list[str]) -> None:
@@ -147,4 +187,5 @@ def routes() -> list[Route]:
                 continue
             name = "patient" if target == Level.PATIENT else target.route if target > level else target.title.lower()
             found.append(Route(f"{base}/{{id}}/{name}", _navigate(target), methods=["GET"]))
-    return [*found, Route("/tools/bulk-delete", bulk_delete, methods=["POST"])]
+    return [*found, Route("/tools/bulk-delete", bulk_delete, methods=["POST"]),
+            Route("/tools/bulk-content", bulk_content, methods=["POST"])]
