@@ -1,6 +1,7 @@
 """/{patients,studies,series}/{id}/modify and /anonymize against Orthanc 1.10.1: the same answers,
 new resources of the same shape as the original (which stays), and where they come from."""
 
+import pydicom
 import pytest
 
 from conftest import SAMPLES
@@ -131,3 +132,35 @@ def test_bulk_content_is_that_of_orthanc(isengard, orthanc, study, options):  # 
     mine, reference = comparable(ours), comparable(theirs)
     assert {public_id: mine.get(public_id) for public_id in reference} == reference
     assert all(("Metadata" in item) == (options.get("Metadata", True)) for item in ours.json())
+
+
+def test_split_and_merge_a_study(fresh_isengard):
+    client = fresh_isengard.client
+    paths = sorted((SAMPLES / "Brainix" / "Epi").glob("*"))[:2] + sorted((SAMPLES / "Brainix" / "Flair").glob("*"))[:2]
+    study = {client.post("/instances", content=path.read_bytes()).json()["ParentStudy"] for path in paths}.pop()
+    series = {item["MainDicomTags"]["SeriesDescription"]: item["ID"] for item in client.get(f"/studies/{study}/series").json()}
+    flair = next(public_id for description, public_id in series.items() if "FLAIR" in description.upper())
+    split = client.post(f"/studies/{study}/split", json={"Series": [flair], "Replace": {"StudyDescription": "Split"}})
+    assert split.status_code == 200, split.text
+    answer = split.json()
+    assert set(answer) == {"Description", "FailedInstancesCount", "InstancesCount", "TargetStudy", "TargetStudyUID"}
+    new_study = client.get(f"/studies/{answer['TargetStudy']}").json()
+    assert new_study["MainDicomTags"]["StudyDescription"] == "Split"
+    assert new_study["MainDicomTags"]["StudyInstanceUID"] == answer["TargetStudyUID"]
+    assert len(new_study["Series"]) == 1 and answer["InstancesCount"] == 2
+    assert client.get(f"/series/{flair}").status_code == 404  # KeepSource is false by default
+    assert len(client.get(f"/studies/{study}").json()["Series"]) == 1
+
+    merge = client.post(f"/studies/{study}/merge", json={"Resources": [answer["TargetStudy"]]})
+    assert merge.status_code == 200, merge.text
+    assert set(merge.json()) == {"Description", "FailedInstancesCount", "InstancesCount", "TargetStudy"}
+    assert merge.json()["TargetStudy"] == study
+    assert len(client.get(f"/studies/{study}").json()["Series"]) == 2
+    assert client.get(f"/studies/{answer['TargetStudy']}").status_code == 404
+    merged = client.get(f"/studies/{study}/instances").json()
+    assert {item["MainDicomTags"]["SOPInstanceUID"] for item in merged}.isdisjoint(
+        {pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in paths[2:]})
+
+    assert client.post(f"/studies/{study}/split", json={}).status_code == 400
+    assert client.post(f"/studies/{study}/split", json={"Series": ["nonexistent"]}).status_code == 404
+    assert client.post(f"/studies/{study}/merge", json={"Resources": ["nonexistent"]}).status_code == 404

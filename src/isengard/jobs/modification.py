@@ -18,6 +18,7 @@ from pydicom.uid import generate_uid
 from ..dicom.anonymization import Anonymization, Replacements
 from ..dicom.levels import Level
 from ..dicom.modification import Modification
+from ..dicom.tags import STUDY_INSTANCE_UID
 from ..errors import IsengardError
 from ..index import MetadataType
 from ..ingest import Origin
@@ -122,3 +123,30 @@ class ResourceModificationJob(Job):
                 if level >= self._level:
                     new = index.get(new_ids[level], level)
                     index.set_metadata(new.internal_id, {origin: index.ancestor(old, level).public_id})
+
+
+class StudyRestructuringJob(ResourceModificationJob):
+    """/studies/{id}/split and /merge: instances moved into one study (a new one for a split), each
+    with new series and instance UIDs and the study's tags; the originals go unless KeepSource."""
+
+    def __init__(self, isengard: Isengard, resources: list[str], change: Modification, target_study: str,
+                 keep_source: bool):
+        super().__init__(isengard, resources, Level.SERIES, change, keep_source)
+        self._target_study = target_study  # the public ID of the study receiving the instances, "" until made
+
+    def content(self) -> dict[str, Any]:
+        target = self._target_study or self._new_ids.get(Level.STUDY, "")
+        answer = {"Description": self._description, "FailedInstancesCount": self._failed,
+                  "InstancesCount": len(self._instances), "TargetStudy": target}
+        return answer
+
+
+class SplitStudyJob(StudyRestructuringJob):
+    type_name = "SplitStudy"
+
+    def content(self) -> dict[str, Any]:
+        return {**super().content(), "TargetStudyUID": str(self._change.replace.get(STUDY_INSTANCE_UID, ""))}
+
+
+class MergeStudyJob(StudyRestructuringJob):
+    type_name = "MergeStudy"

@@ -5,16 +5,17 @@ import io
 from typing import Any
 
 import pydicom
+from pydicom.uid import generate_uid
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from ..dicom.anonymization import Anonymization, Replacements
-from ..dicom.modification import Modification
+from ..dicom.modification import Modification, body_replacements, body_tags
 from ..dicom.levels import Level
-from ..dicom.tags import IDENTIFIER_TAG, PATIENT_ID
+from ..dicom.tags import IDENTIFIER_TAG, MAIN_DICOM_TAGS, PATIENT_ID, STUDY_INSTANCE_UID
 from ..errors import ErrorCode, IsengardError, bad_request
-from ..jobs.modification import ResourceModificationJob
+from ..jobs.modification import MergeStudyJob, ResourceModificationJob, SplitStudyJob
 from ..server import Isengard
 from .jobs import answer_job, job_mode
 from .responses import parse_json_body, server
@@ -87,6 +88,60 @@ async def bulk_change(request: Request) -> Response:
     return await answer_job(request, job, job_mode(body))
 
 
+async def split_study(request: Request) -> Response:
+    """/studies/{id}/split: its "Series" and "Instances" moved to a new study, whose tags "Replace"
+    and "Remove" change."""
+    body = parse_json_body(await request.body())
+    if not isinstance(body, dict):
+        raise bad_request("The body of a split must be a JSON object")
+    moved = [*_identifiers(body, "Series"), *_identifiers(body, "Instances")]
+    if not moved:
+        raise bad_request('Give the "Series" or "Instances" to split from the study')
+    isengard, study = server(request), request.path_params["id"]
+    await in_thread(_check_children, isengard, study, moved)
+    change = Modification({**body_replacements(body), STUDY_INSTANCE_UID: generate_uid()}, body_tags(body, "Remove"))
+    job = SplitStudyJob(isengard, moved, change, "", _keep_source(body, default=False))
+    return await answer_job(request, job, job_mode(body))
+
+
+async def merge_study(request: Request) -> Response:
+    """/studies/{id}/merge: the "Resources" (studies, series, instances) moved into the study."""
+    body = parse_json_body(await request.body())
+    if not isinstance(body, dict):
+        raise bad_request("The body of a merge must be a JSON object")
+    isengard, study = server(request), request.path_params["id"]
+    resources = _identifiers(body, "Resources")
+    tags = await in_thread(_study_tags, isengard, study, resources)
+    change = Modification({tag: value for tag, value in tags.items()})
+    job = MergeStudyJob(isengard, resources, change, study, _keep_source(body, default=False))
+    return await answer_job(request, job, job_mode(body))
+
+
+def _identifiers(body: dict, field: str) -> list[str]:
+    values = body.get(field, [])
+    if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+        raise bad_request(f'"{field}" must be a list of Orthanc identifiers')
+    return values
+
+
+def _check_children(isengard: Isengard, study: str, moved: list[str]) -> None:
+    with isengard.index.read() as index:
+        parent = index.get(study, Level.STUDY)
+        for public_id in moved:
+            if index.ancestor(index.get(public_id), Level.STUDY).internal_id != parent.internal_id:
+                raise bad_request(f"{public_id} is not in study {study}")
+
+
+def _study_tags(isengard: Isengard, study: str, resources: list[str]) -> dict:
+    """The patient and study tags of the study, which the merged instances take."""
+    with isengard.index.read() as index:
+        target = index.get(study, Level.STUDY)
+        for public_id in resources:
+            index.get(public_id)
+        tags = index.main_tags(target.internal_id)
+    return {tag: tags[tag] for tag in MAIN_DICOM_TAGS[Level.STUDY] if tag in tags}
+
+
 def _change(request: Request, body: Any) -> Modification | Anonymization:
     return Anonymization.from_json(body) if request.url.path.endswith("anonymize") else Modification.from_json(body)
 
@@ -101,8 +156,8 @@ def _bulk_level(body: dict, change: Modification | Anonymization) -> Level:
     return min(replaced, default=Level.INSTANCE)
 
 
-def _keep_source(body: Any) -> bool:
-    keep_source = body.get("KeepSource", True) if isinstance(body, dict) else True
+def _keep_source(body: Any, default: bool = True) -> bool:
+    keep_source = body.get("KeepSource", default) if isinstance(body, dict) else default
     if not isinstance(keep_source, bool):
         raise bad_request('"KeepSource" must be true or false')
     return keep_source
@@ -123,4 +178,6 @@ def routes() -> list[Route]:
         *(Route(path, change_resource, methods=["POST"]) for path in resources),
         Route("/tools/bulk-modify", bulk_change, methods=["POST"]),
         Route("/tools/bulk-anonymize", bulk_change, methods=["POST"]),
+        Route("/studies/{id}/split", split_study, methods=["POST"]),
+        Route("/studies/{id}/merge", merge_study, methods=["POST"]),
     ]
