@@ -1,6 +1,8 @@
 """/{patients,studies,series}/{id}/modify and /anonymize against Orthanc 1.10.1: the same answers,
 new resources of the same shape as the original (which stays), and where they come from."""
 
+import sqlite3
+
 import pydicom
 import pytest
 
@@ -164,3 +166,21 @@ def test_split_and_merge_a_study(fresh_isengard):
     assert client.post(f"/studies/{study}/split", json={}).status_code == 400
     assert client.post(f"/studies/{study}/split", json={"Series": ["nonexistent"]}).status_code == 404
     assert client.post(f"/studies/{study}/merge", json={"Resources": ["nonexistent"]}).status_code == 404
+
+
+def test_reconstruct_reads_the_main_tags_again(fresh_isengard):
+    client = fresh_isengard.client
+    instance = client.post("/instances", content=(SAMPLES / "SignedCT.dcm").read_bytes()).json()
+    database = fresh_isengard.folder / "db" / "index.db"  # altered behind the server's back, as a bug would
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM main_dicom_tags")
+    assert client.get(f"/studies/{instance['ParentStudy']}").json()["MainDicomTags"] == {}
+    assert client.post(f"/studies/{instance['ParentStudy']}/reconstruct").status_code == 200
+    study = client.get(f"/studies/{instance['ParentStudy']}").json()
+    assert study["MainDicomTags"]["StudyInstanceUID"] and study["PatientMainDicomTags"]["PatientID"]
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM main_dicom_tags")
+    assert client.post("/tools/reconstruct").status_code == 200
+    assert client.get(f"/instances/{instance['ID']}").json()["MainDicomTags"]["SOPInstanceUID"]
+    assert client.post("/tools/invalidate-tags").status_code == 200
+    assert client.post("/series/nonexistent/reconstruct").status_code == 404

@@ -12,7 +12,8 @@ from .events import Event, EventBus
 from .index import ChangeType, GlobalProperty, Index, MetadataType, Resource
 from .images import Images
 from .index.index import DeletedResource
-from .ingest import IngestPipeline, IngestTranscoding
+from .dicom.parse import parse_instance
+from .ingest import SIGNATURES, IngestPipeline, IngestTranscoding
 from .jobs import IndexJobsStore, JobsEngine
 from .network.commitment import CommitmentReports
 from .network.modalities import ModalityRegistry
@@ -102,6 +103,19 @@ class Isengard:
         for gone in deleted.deleted:
             self.events.publish(Event(ChangeType.DELETED, gone.level, gone.public_id))
         return deleted
+
+    def reconstruct(self, resource: Resource) -> None:
+        """Index again the main tags of the resource, of its descendants and of its ancestors, from
+        the instances' files (after a change of the main tags' lists, or of DefaultEncoding)."""
+        with self.index.read() as index:
+            instances = index.descendants(resource, Level.INSTANCE)
+        for instance in instances:
+            parsed = parse_instance(self.read_dicom(instance.public_id), self.config.default_encoding)
+            with self.index.write() as index:
+                for level in Level:
+                    ancestor = index.ancestor(instance, level)
+                    index.replace_main_tags(ancestor.internal_id, parsed.main_tags[level])
+                    index.set_metadata(ancestor.internal_id, SIGNATURES[level])
 
     def anonymized_patient_name(self) -> str:
         """"Anonymized<N>", N counting the patients this server anonymized, as Orthanc names them."""

@@ -584,6 +584,12 @@ class IndexTransaction:
         )
         return AddedInstance(resources=chain, created=created, replaced_files=replaced)
 
+    def replace_main_tags(self, internal_id: int, tags: dict[int, str]) -> None:
+        """The main tags of a resource, read again from its files (/reconstruct)."""
+        self.connection.execute(delete(main_dicom_tags).where(main_dicom_tags.c.resource_id == internal_id))
+        if tags:
+            self._run(INSERT_MAIN_TAGS, [{"resource_id": internal_id, "tag": int(tag), "value": value} for tag, value in tags.items()])
+
     def _lookup_chain(self, public_ids: dict[Level, str]) -> dict[str, Resource]:
         rows = self._run(LOOKUP_CHAIN, {f"id{level}": public_id for level, public_id in public_ids.items()})
         return {public_id: Resource(i, Level(t), public_id, parent) for i, t, public_id, parent in rows.fetchall()}

@@ -118,6 +118,31 @@ def _at_level(index: IndexTransaction, resource: Resource, level: Level) -> list
     return [index.ancestor(resource, level)]
 
 
+def reconstruct(request: Request) -> Response:
+    level, public_id = _get(request)
+    isengard = server(request)
+    with isengard.index.read() as index:
+        resource = index.get(public_id, level)
+    isengard.reconstruct(resource)
+    return empty_json()
+
+
+def reconstruct_all(request: Request) -> Response:
+    """/tools/reconstruct: every patient."""
+    isengard = server(request)
+    with isengard.index.read() as index:
+        patients = index.list_resources(Level.PATIENT)
+    for patient in patients:
+        isengard.reconstruct(patient)
+    return empty_json()
+
+
+def invalidate_tags(_request: Request) -> Response:
+    """/tools/invalidate-tags: Isengard keeps no DICOM-as-JSON copy of the files, which it reads again
+    for every /tags: there is nothing to invalidate."""
+    return empty_json()
+
+
 def _delete_all(isengard: Isengard, public_ids: list[str]) -> None:
     for public_id in public_ids:
         with isengard.index.read() as index:
@@ -181,6 +206,7 @@ def routes() -> list[Route]:
             Route(base + "/{id}", get_resource, methods=["GET"]),
             Route(base + "/{id}", delete_resource, methods=["DELETE"]),
             Route(base + "/{id}/statistics", statistics, methods=["GET"]),
+            Route(base + "/{id}/reconstruct", reconstruct, methods=["POST"]),
         ]
         for target in Level:
             if target == level or (target > level and level == Level.INSTANCE):
@@ -188,4 +214,6 @@ def routes() -> list[Route]:
             name = "patient" if target == Level.PATIENT else target.route if target > level else target.title.lower()
             found.append(Route(f"{base}/{{id}}/{name}", _navigate(target), methods=["GET"]))
     return [*found, Route("/tools/bulk-delete", bulk_delete, methods=["POST"]),
-            Route("/tools/bulk-content", bulk_content, methods=["POST"])]
+            Route("/tools/bulk-content", bulk_content, methods=["POST"]),
+            Route("/tools/reconstruct", reconstruct_all, methods=["POST"]),
+            Route("/tools/invalidate-tags", invalidate_tags, methods=["POST"])]
