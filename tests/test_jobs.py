@@ -534,3 +534,25 @@ def test_media_have_a_dicomdir_that_dcmtk_reads(fresh_isengard, tmp_path):
         assert sorted(dataset.SOPInstanceUID for dataset in instances) == sorted(
             pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID for path in paths[:count])
     assert {dataset.file_meta.TransferSyntaxUID for dataset in instances} == {"1.2.840.10008.1.2.1"}
+
+
+def test_modification_jobs_come_back_after_a_restart(tmp_path):
+    folder = tmp_path / "saved"
+    options = {"ConcurrentJobs": 1, "TemporaryDirectory": str(tmp_path / "tmp")}
+    paths = sorted((sample("Brainix") / "Epi").glob("*"))[:4]
+    with running_isengard(folder, **options) as server:
+        client = server.client
+        study = upload_all(client, [path.read_bytes() for path in paths])[0]["ParentStudy"]
+        noise = upload_all(client, list(noise_instances(NOISE_INSTANCES)))[0]["ParentStudy"]
+        with busy_worker(server, noise):
+            pending = client.post(f"/studies/{study}/anonymize", json={"Asynchronous": True, "Keep": ["SeriesNumber"]}).json()["ID"]
+            time.sleep(0.5)  # saved within 0.1 s of a change
+            server.kill()
+    with running_isengard(folder, **options) as server:
+        client = server.client
+        job = wait_job(client, pending, "Success")
+        assert (job["Type"], job["Content"]["InstancesCount"], job["Content"]["IsAnonymization"]) == (
+            "ResourceModification", 4, True)
+        new_study = job["Content"]["ID"]
+        assert len(client.get(f"/studies/{new_study}/instances").json()) == 4  # one study, as planned
+        assert client.get(f"/studies/{new_study}/metadata/AnonymizedFrom").text == study

@@ -22,7 +22,7 @@ from ..errors import ErrorCode, IsengardError, bad_request
 from .basic_profile import ACTIONS, MASKED_ACTIONS
 from .create import set_json_value
 from .modification import body_flag, body_replacements, body_tags, body_transcode
-from .tags import PATIENT_ID
+from .tags import PATIENT_ID, format_tag
 
 PROFILE = "2023b"
 ACTION_OF = {tag: action for action, tags in ACTIONS.items() for tag in tags}
@@ -71,6 +71,12 @@ class Anonymization:
             keep_private_tags=body_flag(body, "KeepPrivateTags"),
             transcode=body_transcode(body),
         )
+
+    def to_json(self) -> dict[str, Any]:
+        """A request making this anonymization again."""
+        return {"Replace": {format_tag(tag): value for tag, value in self.replace.items()},
+                "Remove": [format_tag(tag) for tag in self.remove], "Keep": [format_tag(tag) for tag in self.keep],
+                "KeepPrivateTags": self.keep_private_tags, "Transcode": self.transcode}
 
     def apply(self, dataset: Dataset, replacements: Replacements) -> None:
         """Anonymize `dataset` in place."""

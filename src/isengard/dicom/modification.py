@@ -18,7 +18,7 @@ from pydicom.uid import generate_uid
 from ..errors import ErrorCode, IsengardError, bad_request
 from .create import json_tag, set_json_value
 from .levels import Level
-from .tags import IDENTIFIER_TAG, tag_name
+from .tags import IDENTIFIER_TAG, format_tag, tag_name
 
 NewUid = Callable[[BaseTag, str], str]  # (identifier tag, old UID) -> new UID
 
@@ -62,6 +62,12 @@ class Modification:
             if renewed and identified != Level.PATIENT and tag not in self.replace and tag not in self.keep \
                     and tag in dataset:
                 dataset[tag].value = new_uid(tag, str(dataset[tag].value))
+
+    def to_json(self) -> dict[str, Any]:
+        """A request making this modification again (with Force: it passed the checks once)."""
+        return {"Replace": {format_tag(tag): value for tag, value in self.replace.items()},
+                "Remove": [format_tag(tag) for tag in self.remove], "Keep": [format_tag(tag) for tag in self.keep],
+                "RemovePrivateTags": self.remove_private_tags, "Transcode": self.transcode, "Force": True}
 
     def _check(self, force: bool) -> None:
         """Orthanc's safeguards on the identifiers of the DICOM model."""

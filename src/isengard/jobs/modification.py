@@ -13,7 +13,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import pydicom
-from pydicom.uid import generate_uid
 
 from ..dicom.anonymization import Anonymization, Replacements
 from ..dicom.levels import Level
@@ -50,8 +49,7 @@ class ResourceModificationJob(Job):
         self._failed = 0
         self._new_ids: dict[Level, str] = {}  # of the resource made from the first instance
         self._created: dict[Level, list[str]] = {level: [] for level in Level}  # every new resource, in order
-        self._uids: dict[str, str] = {}
-        self._replacements = Replacements(isengard.anonymized_patient_name)
+        self._replacements = Replacements(isengard.anonymized_patient_name)  # old UIDs and patients -> new ones
 
     @property
     def anonymization(self) -> bool:
@@ -90,12 +88,39 @@ class ResourceModificationJob(Job):
         return {**counts, "ID": new_id, "Path": f"/{self._level.route}/{new_id}",
                 "PatientID": self._new_ids.get(Level.PATIENT, ""), "Type": self._level.title}
 
+    def serialize(self) -> dict[str, Any] | None:
+        """All that the job needs to go on after a restart, the replacements made so far included
+        (the rest of the resource then gets the same new UIDs)."""
+        return {
+            "Resources": self._resources, "Level": self._level.title, "IsAnonymization": self.anonymization,
+            "Change": self._change.to_json(), "KeepSource": self._keep_source, "Bulk": self._bulk,
+            "Description": self._description, "Instances": self._instances, "Position": self._position,
+            "Failed": self._failed, "NewIds": {level.title: public_id for level, public_id in self._new_ids.items()},
+            "Created": {level.title: ids for level, ids in self._created.items()},
+            "Uids": self._replacements.uids, "Patients": self._replacements.patients,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], isengard: Isengard) -> ResourceModificationJob:
+        change = (Anonymization if data["IsAnonymization"] else Modification).from_json(data["Change"])
+        job = cls(isengard, data["Resources"], Level.parse(data["Level"]), change, data["KeepSource"], data["Bulk"],
+                  data["Description"])
+        job._restore(data)
+        return job
+
+    def _restore(self, data: dict[str, Any]) -> None:
+        self._instances, self._position, self._failed = data["Instances"], data["Position"], data["Failed"]
+        self._new_ids = {Level.parse(title): public_id for title, public_id in data["NewIds"].items()}
+        self._created = {Level.parse(title): ids for title, ids in data["Created"].items()}
+        self._replacements.uids.update(data["Uids"])
+        self._replacements.patients.update({old: tuple(new) for old, new in data["Patients"].items()})
+
     def _change_instance(self, instance_id: str) -> None:
         dataset = pydicom.dcmread(io.BytesIO(self._isengard.read_dicom(instance_id)), force=True)
         if isinstance(self._change, Anonymization):
             self._change.apply(dataset, self._replacements)
         else:
-            self._change.apply(dataset, self._level, lambda _tag, old: self._uids.setdefault(old, generate_uid()))
+            self._change.apply(dataset, self._level, lambda _tag, old: self._replacements.uid(old))
         dataset.ensure_file_meta()
         dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
         output = io.BytesIO()
@@ -133,6 +158,16 @@ class StudyRestructuringJob(ResourceModificationJob):
                  keep_source: bool):
         super().__init__(isengard, resources, Level.SERIES, change, keep_source)
         self._target_study = target_study  # the public ID of the study receiving the instances, "" until made
+
+    def serialize(self) -> dict[str, Any] | None:
+        return {**super().serialize(), "TargetStudy": self._target_study}  # type: ignore[dict-item]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], isengard: Isengard) -> ResourceModificationJob:
+        job = cls(isengard, data["Resources"], Modification.from_json(data["Change"]), data["TargetStudy"],
+                  data["KeepSource"])
+        job._restore(data)
+        return job
 
     def content(self) -> dict[str, Any]:
         target = self._target_study or self._new_ids.get(Level.STUDY, "")
