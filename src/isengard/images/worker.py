@@ -1,6 +1,7 @@
-"""The program of an image process (see processes.py): it reads an instance's file from the storage
-area, decodes the frame asked for, and answers it rendered and encoded. The last files read are
-kept parsed: a viewer asks for the frames of one instance in turn."""
+"""The program of an image process (see processes.py). Requests on a stored file (its frames,
+rendered, encoded, as arrays or raw) read it from the storage area, and the last files read stay
+parsed: a viewer asks for the frames of one instance in turn. Requests on a payload transcode a
+DICOM file (transcode.py) or turn a PNG or JPEG into pixel data (pictures.py)."""
 
 import io
 import logging
@@ -17,8 +18,8 @@ from ..storage.area import decompress_data
 from .decode import decode_frame, declared_frame_count, frame_count, raw_frame, raw_media_type
 from .encode import encode
 from .pictures import picture_pixels
-from .transcode import transcode
 from .render import CLIPPED_TYPES, Rendering, clipped, matlab, preview, rendered, values
+from .transcode import transcode
 
 log = logging.getLogger(__name__)
 
