@@ -24,6 +24,8 @@ class ErrorCode(Enum):
     CORRUPTED_FILE = (20, "Corrupted file (e.g. inconsistent MD5 hash)", 500)
     INEXISTENT_TAG = (21, "Inexistent tag", 404)
     READ_ONLY = (22, "Cannot modify a read-only data structure", 403)
+    INCOMPATIBLE_IMAGE_FORMAT = (23, "Incompatible format of the images", 500)
+    INCOMPATIBLE_IMAGE_SIZE = (24, "Incompatible size of the images", 500)
     UNKNOWN_DICOM_TAG = (27, "Unknown DICOM tag", 404)
     BAD_JSON = (28, "Cannot parse a JSON document", 400)
     UNAUTHORIZED = (29, "Bad credentials were provided to an HTTP request", 401)
@@ -34,6 +36,7 @@ class ErrorCode(Enum):
     NO_PRESENTATION_CONTEXT = (2015, "DicomUserConnection: No acceptable presentation context for modality", 500)
     NO_CFIND_HANDLER = (2016, "DicomUserConnection: The C-FIND command is not supported by the remote SCP", 500)
     NO_CMOVE_HANDLER = (2017, "DicomUserConnection: The C-MOVE command is not supported by the remote SCP", 500)
+    CANNOT_ORDER_SLICES = (2040, "Unable to order the slices of the series", 500)
     UNSUPPORTED_MEDIA_TYPE = (3000, "Unsupported media type", 415)
 
     @property

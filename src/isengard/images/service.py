@@ -36,6 +36,12 @@ class Images:
                    "compress": compress}
         return self._call(file, request)[1]
 
+    def series_numpy(self, files: list[tuple[FileInfo, int]], rescale: bool, compress: bool) -> bytes:
+        """A .npy (or .npz) of the frames of several files in turn: each file with its number of frames."""
+        request = {"operation": "series-numpy", "files": [{**self._location(file), "frames": frames} for file, frames in files],
+                   "rescale": rescale, "compress": compress}
+        return self._answer(*self._processes.call(request))[1]
+
     def matlab(self, file: FileInfo, frame: int) -> bytes:
         return self._call(file, {"operation": "matlab", "frame": frame})[1]
 
@@ -56,8 +62,10 @@ class Images:
         self._processes.close()
 
     def _call(self, file: FileInfo, request: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-        location = {"path": str(self._storage.path(file.uuid)), "compressed": file.compression != CompressionType.NONE}
-        return self._answer(*self._processes.call({**request, **location}))
+        return self._answer(*self._processes.call({**request, **self._location(file)}))
+
+    def _location(self, file: FileInfo) -> dict[str, Any]:
+        return {"path": str(self._storage.path(file.uuid)), "compressed": file.compression != CompressionType.NONE}
 
     @staticmethod
     def _answer(answer: dict[str, Any], body: bytes) -> tuple[dict[str, Any], bytes]:

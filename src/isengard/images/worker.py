@@ -1,7 +1,8 @@
 """The program of an image process (see processes.py). Requests on a stored file (its frames,
 rendered, encoded, as arrays or raw) read it from the storage area, and the last files read stay
-parsed: a viewer asks for the frames of one instance in turn. Requests on a payload transcode a
-DICOM file (transcode.py) or turn a PNG or JPEG into pixel data (pictures.py)."""
+parsed: a viewer asks for the frames of one instance in turn; the frames of a series' files make one
+array. Requests on a payload transcode a DICOM file (transcode.py) or turn a PNG or JPEG into pixel
+data (pictures.py)."""
 
 import io
 import logging
@@ -39,6 +40,8 @@ def handle(request: dict[str, Any], payload: bytes) -> Message:
             return {}, transcode(payload, request["syntax"], request["quality"])
         if request["operation"] == "picture":
             return picture_pixels(payload)
+        if request["operation"] == "series-numpy":
+            return {}, _series_numpy(request["files"], request["rescale"], request["compress"])
         return _answer(request)
     except IsengardError as exc:
         return {"error": exc.code.name, "details": exc.details}, b""
@@ -77,6 +80,28 @@ def _numpy(dataset: Dataset, frames: list[int] | None, rescale: bool, compress: 
     array = numpy.stack([values(decode_frame(dataset, index), dataset, index, rescale) for index in indices])
     if frames is not None and len(frames) == 1:
         array = array[0]
+    return _npy(array, compress)
+
+
+def _series_numpy(files: list[dict[str, Any]], rescale: bool, compress: bool) -> bytes:
+    """The frames of several files in turn (`frames` of each) as one .npy (.npz): frames × rows ×
+    columns × samples. Their stored pixels must share one format and one size, as Orthanc wants,
+    even where the rescale would make their values alike."""
+    arrays, first = [], None
+    for file in files:
+        dataset = _dataset(file["path"], file["compressed"])
+        for index in range(file["frames"]):
+            frame = decode_frame(dataset, index)
+            first = frame if first is None else first
+            if (frame.dtype, frame.ndim) != (first.dtype, first.ndim):
+                raise IsengardError(ErrorCode.INCOMPATIBLE_IMAGE_FORMAT, "The pixel format of the frames varies across the instances")
+            if frame.shape != first.shape:
+                raise IsengardError(ErrorCode.INCOMPATIBLE_IMAGE_SIZE, "The size of the frames varies across the instances")
+            arrays.append(values(frame, dataset, index, rescale))
+    return _npy(numpy.stack(arrays), compress)
+
+
+def _npy(array: numpy.ndarray, compress: bool) -> bytes:
     output = io.BytesIO()
     if compress:
         numpy.savez_compressed(output, array)

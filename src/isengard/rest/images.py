@@ -1,5 +1,6 @@
 """Images of instances: /instances/{id}/frames, and each frame as a preview, a rendering, its
-stored values (image-uint8, -uint16, -int16) or its raw bytes; /instances/{id}/preview... is frame 0."""
+stored values (image-uint8, -uint16, -int16) or its raw bytes; /instances/{id}/preview... is frame 0.
+Series: their slices in order (/series/{id}/ordered-slices) and as one array (/series/{id}/numpy)."""
 
 import gzip
 from collections.abc import Callable
@@ -8,8 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError, bad_request
 from ..images.formats import negotiate
+from ..images.slices import IMAGE_ORIENTATION, OrderedSlices, order_slices
+from ..index import Resource
+from ..server import Isengard
+from ..storage import ContentType
+from ..storage.area import FileInfo
 from .responses import json, query_flag, query_int, server
 
 IMAGE_KINDS = ("preview", "rendered", "image-uint8", "image-uint16", "image-int16")
@@ -44,8 +51,27 @@ def raw_frame(request: Request) -> Response:
 def numpy_array(request: Request) -> Response:
     isengard = server(request)
     file = isengard.dicom_file_info(request.path_params["id"])
-    rescale = request.query_params.get("rescale", "true").lower() not in ("false", "0")
-    body = isengard.images.numpy(file, request.path_params.get("frame"), rescale, query_flag(request, "compress"))
+    body = isengard.images.numpy(file, request.path_params.get("frame"), _rescale(request), query_flag(request, "compress"))
+    return Response(body, media_type="application/octet-stream")
+
+
+def ordered_slices(request: Request) -> Response:
+    slices = _ordered_slices(server(request), request.path_params["id"])
+    instances = [(resource.public_id, frames) for resource, frames in slices.instances]
+    return json({
+        "Type": "Volume" if slices.volume else "Sequence",
+        "Slices": [f"/instances/{public_id}/frames/{frame}" for public_id, frames in instances for frame in range(frames)],
+        "SlicesShort": [[public_id, 0, frames] for public_id, frames in instances],
+        "Dicom": [f"/instances/{public_id}/file" for public_id, _ in instances],
+    })
+
+
+def series_numpy(request: Request) -> Response:
+    isengard = server(request)
+    slices = _ordered_slices(isengard, request.path_params["id"])
+    files = _dicom_files(isengard, [resource for resource, _ in slices.instances])
+    frames = [(file, count) for file, (_, count) in zip(files, slices.instances)]
+    body = isengard.images.series_numpy(frames, _rescale(request), query_flag(request, "compress"))
     return Response(body, media_type="application/octet-stream")
 
 
@@ -53,6 +79,29 @@ def matlab(request: Request) -> Response:
     isengard = server(request)
     body = isengard.images.matlab(isengard.dicom_file_info(request.path_params["id"]), _frame(request))
     return Response(body, media_type="text/plain")
+
+
+def _ordered_slices(isengard: Isengard, series_id: str) -> OrderedSlices[Resource]:
+    with isengard.index.read() as index:
+        series = index.get(series_id, Level.SERIES)
+        instances = index.children(series)
+        tags = index.main_tags_of([series.internal_id, *(instance.internal_id for instance in instances)])
+    orientation = tags[series.internal_id].get(IMAGE_ORIENTATION)
+    return order_slices(orientation, [(instance, tags[instance.internal_id]) for instance in instances])
+
+
+def _dicom_files(isengard: Isengard, instances: list[Resource]) -> list[FileInfo]:
+    with isengard.index.read() as index:
+        attachments = index.attachments_of([instance.internal_id for instance in instances], ContentType.DICOM)
+    missing = [instance.public_id for instance in instances if instance.internal_id not in attachments]
+    if missing:
+        raise IsengardError(ErrorCode.INEXISTENT_FILE, f"No DICOM file for instance {missing[0]}")
+    return [attachments[instance.internal_id].info for instance in instances]
+
+
+def _rescale(request: Request) -> bool:
+    """/numpy rescales unless told not to."""
+    return request.query_params.get("rescale", "true").lower() not in ("false", "0")
 
 
 def _frame(request: Request) -> int:
@@ -97,4 +146,6 @@ def routes() -> list[Route]:
         *images,
         *(Route(f"{prefix}/numpy", numpy_array, methods=["GET"]) for prefix in frame_prefixes),
         *(Route(f"{prefix}/matlab", matlab, methods=["GET"]) for prefix in frame_prefixes),
+        Route("/series/{id}/ordered-slices", ordered_slices, methods=["GET"]),
+        Route("/series/{id}/numpy", series_numpy, methods=["GET"]),
     ]
