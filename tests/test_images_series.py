@@ -1,6 +1,6 @@
 """Series as images, against Orthanc 1.10.1: the order of their slices (/series/{id}/ordered-slices)
 on the sample series and on series made here to try each of Orthanc's rules, their frames as one
-array (/series/{id}/numpy)."""
+array (/series/{id}/numpy). Then the document of an Encapsulated PDF (/instances/{id}/pdf)."""
 
 import io
 
@@ -232,3 +232,55 @@ def test_frames_of_another_size_or_format_make_no_array(isengard, orthanc, chang
         ours, theirs = (server.client.get(f"/series/{series}/numpy{query}") for server in (isengard, orthanc))
         assert ours.status_code == theirs.status_code == 500
         assert ours.json()["OrthancStatus"] == theirs.json()["OrthancStatus"] == status
+
+
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def encapsulated(document: bytes | None, mime_type: str | None = "application/pdf", sop_class: str = ENCAPSULATED_PDF) -> bytes:
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = sop_class
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
+    dataset.PatientID, dataset.StudyInstanceUID, dataset.SeriesInstanceUID = "PDF", generate_uid(), generate_uid()
+    if mime_type is not None:
+        dataset.MIMETypeOfEncapsulatedDocument = mime_type
+    if document is not None:
+        dataset.EncapsulatedDocument = document  # padded to an even length by a NUL
+    output = io.BytesIO()
+    dataset.save_as(output, enforce_file_format=True)
+    return output.getvalue()
+
+
+@pytest.mark.parametrize(("document", "extracted"), [
+    (b"%PDF-1.4\n%%EOF\n", b"%PDF-1.4\n%%EOF\n"),  # 15 bytes, padded
+    (b"%PDF-1.4\n%%EOF\r\n", b"%PDF-1.4\n%%EOF\r\n"),  # even, ending a line
+    (b"%PDF-1.4\n%%EOF", b"%PDF-1.4\n%%EO"),  # even, not ending a line: Orthanc takes its last byte for padding
+    (b"", b""),
+])
+def test_the_document_of_an_encapsulated_pdf(isengard, orthanc, document, extracted):  # noqa: F811
+    public_id = upload((isengard, orthanc), encapsulated(document))["ID"]
+    ours, theirs = (server.client.get(f"/instances/{public_id}/pdf") for server in (isengard, orthanc))
+    assert (ours.status_code, ours.headers["content-type"], ours.content) == (theirs.status_code, theirs.headers["content-type"], theirs.content)
+    assert (ours.status_code, ours.headers["content-type"], ours.content) == (200, "application/pdf", extracted)
+
+
+def test_the_pdf_of_the_sample(isengard, orthanc, sample_series):  # noqa: F811
+    (series,) = sample_series["sample-pdf.dcm"]
+    (public_id,) = isengard.client.get(f"/series/{series}").json()["Instances"]
+    ours, theirs = (server.client.get(f"/instances/{public_id}/pdf") for server in (isengard, orthanc))
+    assert ours.status_code == 200 and ours.content == theirs.content
+    assert ours.content.startswith(b"%PDF-") and ours.content.endswith(b"%%EOF\n")
+
+
+@pytest.mark.parametrize("data", [
+    encapsulated(b"<a/>\n", "text/xml"), encapsulated(b"%PDF-1.4\n", None), encapsulated(b"%PDF-1.4\n", "APPLICATION/PDF"),
+    encapsulated(None), encapsulated(b"%PDF-1.4\n", sop_class="1.2.840.10008.5.1.4.1.1.7"), (SAMPLES / "SignedCT.dcm").read_bytes(),
+], ids=["CDA", "no MIME type", "another case", "no document", "secondary capture", "CT"])
+def test_only_encapsulated_pdfs_have_a_pdf(isengard, orthanc, data):  # noqa: F811
+    public_id = upload((isengard, orthanc), data)["ID"]
+    ours, theirs = (server.client.get(f"/instances/{public_id}/pdf") for server in (isengard, orthanc))
+    assert ours.status_code == theirs.status_code == 404
+    assert "not an Encapsulated PDF" in ours.json()["Details"]  # Orthanc 1.10.1: no body
+    assert isengard.client.get("/instances/nonexistent/pdf").status_code == 404

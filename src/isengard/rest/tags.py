@@ -1,4 +1,5 @@
-"""DICOM tags read from the stored files: /tags, /header, /content, shared-tags, module, instances-tags."""
+"""DICOM tags read from the stored files: /tags, /header, /content, shared-tags, module, instances-tags,
+and the document of an Encapsulated PDF (/pdf)."""
 
 import io
 
@@ -17,6 +18,7 @@ from ..server import Isengard
 from .responses import json, query_flag, server
 
 TEXT_PADDING = b" \x00"
+ENCAPSULATED_PDF_STORAGE = "1.2.840.10008.5.1.4.1.1.104.1"
 
 
 def _mode(request: Request, default: str = "full") -> str:
@@ -75,6 +77,18 @@ def content(request: Request) -> Response:
     if isinstance(dataset, list):
         return json([str(i) for i in range(len(dataset))])
     return Response(dataset, media_type="application/octet-stream")
+
+
+def pdf(request: Request) -> Response:
+    dataset = read_dataset(server(request), request.path_params["id"])
+    mime_type = str(dataset.get("MIMETypeOfEncapsulatedDocument", "")).strip()
+    if dataset.get("SOPClassUID") != ENCAPSULATED_PDF_STORAGE or mime_type != "application/pdf" or "EncapsulatedDocument" not in dataset:
+        raise IsengardError(ErrorCode.UNKNOWN_RESOURCE, "The instance is not an Encapsulated PDF")
+    document = dataset.EncapsulatedDocument or b""
+    # A PDF ends with %%EOF and a newline: another last byte is the padding to an even length (as Orthanc reads it).
+    if document[-1:] not in (b"\r", b"\n"):
+        document = document[:-1]
+    return Response(document, media_type="application/pdf")
 
 
 def _step(node: Dataset | list | bytes, step: str):  # type: ignore[no-untyped-def]
@@ -156,6 +170,7 @@ def routes() -> list[Route]:
         Route("/instances/{id}/header", header, methods=["GET"]),
         Route("/instances/{id}/content", content, methods=["GET"]),
         Route("/instances/{id}/content/{path:path}", content, methods=["GET"]),
+        Route("/instances/{id}/pdf", pdf, methods=["GET"]),
     ]
     for level in Level:
         base = f"/{level.route}/{{id}}"
