@@ -1,11 +1,13 @@
 """Series as images, against Orthanc 1.10.1: the order of their slices (/series/{id}/ordered-slices)
 on the sample series and on series made here to try each of Orthanc's rules, their frames as one
-array (/series/{id}/numpy). Then the document of an Encapsulated PDF (/instances/{id}/pdf)."""
+array (/series/{id}/numpy). Then the document of an Encapsulated PDF (/instances/{id}/pdf), and the
+placeholder of the images that cannot be decoded (returnUnsupportedImage)."""
 
 import io
 
 import numpy
 import pytest
+from PIL import Image
 from pydicom.dataelem import RawDataElement
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -284,3 +286,34 @@ def test_only_encapsulated_pdfs_have_a_pdf(isengard, orthanc, data):  # noqa: F8
     assert ours.status_code == theirs.status_code == 404
     assert "not an Encapsulated PDF" in ours.json()["Details"]  # Orthanc 1.10.1: no body
     assert isengard.client.get("/instances/nonexistent/pdf").status_code == 404
+
+
+def only_instance(server, series: str) -> str:
+    (public_id,) = server.client.get(f"/series/{series}").json()["Instances"]
+    return public_id
+
+
+@pytest.mark.parametrize("route", ["preview", "rendered", "image-uint8", "image-uint16", "image-int16", "frames/0/preview",
+                                   "frames/0/rendered?window-width=100&", "frames/0/image-uint16"])
+@pytest.mark.parametrize("name", ["Issue22-NoPixelData.dcm", "sample-pdf.dcm"])
+def test_an_image_that_cannot_be_decoded_redirects_to_a_placeholder(isengard, orthanc, sample_series, name, route):  # noqa: F811
+    url = f"/instances/{only_instance(isengard, sample_series[name][0])}/{route}"
+    url += ("" if url.endswith("&") else "?") + "returnUnsupportedImage"
+    ours, theirs = isengard.client.get(url), orthanc.client.get(url)
+    assert ours.status_code == theirs.status_code == 301
+    assert ours.headers["location"] == theirs.headers["location"] == "../" * (route.count("/") + 2) + "app/images/unsupported.png"
+    placeholder = isengard.client.get(url, follow_redirects=True)  # Isengard's own picture, not Orthanc's
+    assert placeholder.headers["content-type"] == "image/png" and Image.open(io.BytesIO(placeholder.content)).size == (160, 120)
+    assert isengard.client.get(url.replace("returnUnsupportedImage", "")).status_code == 415
+
+
+def test_return_unsupported_image_changes_nothing_else(isengard, orthanc, sample_series):  # noqa: F811
+    public_id = only_instance(isengard, sample_series["SignedCT.dcm"][0])
+    flagged, plain = (isengard.client.get(f"/instances/{public_id}/preview{query}") for query in ("?returnUnsupportedImage", ""))
+    assert flagged.status_code == 200 and flagged.content == plain.content
+    beyond = f"/instances/{only_instance(isengard, sample_series['Issue16.dcm'][0])}/frames/34/preview?returnUnsupportedImage"
+    assert isengard.client.get(beyond).status_code == orthanc.client.get(beyond).status_code == 301
+    assert isengard.client.get("/instances/nonexistent/preview?returnUnsupportedImage").status_code == 404
+    # Orthanc 1.10.1 redirects whatever the value of the argument.
+    off = f"/instances/{only_instance(isengard, sample_series['sample-pdf.dcm'][0])}/preview?returnUnsupportedImage=false"
+    assert (isengard.client.get(off).status_code, orthanc.client.get(off).status_code) == (415, 301)

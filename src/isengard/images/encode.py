@@ -3,16 +3,14 @@
 complement bit pattern, as Orthanc writes it)."""
 
 import io
-import struct
-import zlib
 
 import numpy
 from PIL import Image
 
 from ..errors import ErrorCode, IsengardError
 from .formats import JPEG, PAM
+from .png import GREYSCALE, RGB, png_file
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_UP_FILTER = 2
 
 def encode(image: numpy.ndarray, media_type: str, quality: int = 90) -> bytes:
@@ -41,12 +39,7 @@ def _png(image: numpy.ndarray) -> bytes:
     lines[:, 0] = PNG_UP_FILTER
     lines[0, 1:] = samples[0]
     numpy.subtract(samples[1:], samples[:-1], out=lines[1:, 1:])  # modulo 256, as PNG wants
-    header = struct.pack(">IIBBBBB", columns, rows, 16 if sixteen_bits else 8, 2 if image.ndim == 3 else 0, 0, 0, 0)
-    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(lines.tobytes(), 1)) + _chunk(b"IEND", b"")
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return png_file(columns, rows, 16 if sixteen_bits else 8, RGB if image.ndim == 3 else GREYSCALE, lines.tobytes(), 1)
 
 
 def _pam(image: numpy.ndarray) -> bytes:

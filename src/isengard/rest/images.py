@@ -1,17 +1,19 @@
 """Images of instances: /instances/{id}/frames, and each frame as a preview, a rendering, its
 stored values (image-uint8, -uint16, -int16) or its raw bytes; /instances/{id}/preview... is frame 0.
+With returnUnsupportedImage, a frame that cannot be decoded redirects to a placeholder, as in Orthanc.
 Series: their slices in order (/series/{id}/ordered-slices) and as one array (/series/{id}/numpy)."""
 
 import gzip
 from collections.abc import Callable
 
 from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route, get_route_path
 
 from ..dicom.levels import Level
 from ..errors import ErrorCode, IsengardError, bad_request
 from ..images.formats import negotiate
+from ..images.png import unsupported_image
 from ..images.slices import IMAGE_ORIENTATION, OrderedSlices, order_slices
 from ..index import Resource
 from ..server import Isengard
@@ -20,6 +22,7 @@ from ..storage.area import FileInfo
 from .responses import json, query_flag, query_int, server
 
 IMAGE_KINDS = ("preview", "rendered", "image-uint8", "image-uint16", "image-int16")
+UNSUPPORTED_IMAGE = "/app/images/unsupported.png"  # where Orthanc's placeholder is
 
 
 def frames(request: Request) -> Response:
@@ -36,8 +39,23 @@ def image(request: Request, kind: str) -> Response:
     isengard = server(request)
     file = isengard.dicom_file_info(request.path_params["id"])
     rendering = _rendering(request) if kind == "rendered" else None
-    body = isengard.images.image(file, kind, _frame(request), media_type, quality, rendering)
+    try:
+        body = isengard.images.image(file, kind, _frame(request), media_type, quality, rendering)
+    except IsengardError as error:
+        if error.code is ErrorCode.UNSUPPORTED_MEDIA_TYPE and query_flag(request, "returnUnsupportedImage"):
+            return _to_unsupported_image(request)
+        raise
     return Response(body, media_type=media_type)
+
+
+def _to_unsupported_image(request: Request) -> RedirectResponse:
+    """Orthanc's redirection, relative to the route (so that it holds behind a proxy's prefix)."""
+    parents = "../" * (get_route_path(request.scope).count("/") - 1)
+    return RedirectResponse(parents + UNSUPPORTED_IMAGE.lstrip("/"), status_code=301)
+
+
+def unsupported_image_placeholder(_request: Request) -> Response:
+    return Response(unsupported_image(), media_type="image/png")
 
 
 def raw_frame(request: Request) -> Response:
@@ -148,4 +166,5 @@ def routes() -> list[Route]:
         *(Route(f"{prefix}/matlab", matlab, methods=["GET"]) for prefix in frame_prefixes),
         Route("/series/{id}/ordered-slices", ordered_slices, methods=["GET"]),
         Route("/series/{id}/numpy", series_numpy, methods=["GET"]),
+        Route(UNSUPPORTED_IMAGE, unsupported_image_placeholder, methods=["GET"]),
     ]
