@@ -23,7 +23,7 @@ IMAGE_ORIENTATION = Tag("ImageOrientationPatient")
 NUMBER_OF_FRAMES = Tag("NumberOfFrames")
 
 # Orthanc's answers at the boundary: coordinates read as single precision, two values equal within
-# ten times its epsilon (positions 1.2 µm apart are one, 1.3 µm apart two).
+# ten times its epsilon (positions 1.2 nm apart are one, 1.3 nm apart two).
 FLOAT_TOLERANCE = 10 * 2.0 ** -23
 UNSIGNED = re.compile(r"[+-]?[0-9]+")
 
