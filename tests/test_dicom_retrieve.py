@@ -343,6 +343,7 @@ def test_orthanc_and_isengard_move_to_each_other(tmp_path):
         tmp_path / "isengard", DicomPort=isengard_port, DicomAet="ISENGARD",
         DicomModalities={"orthanc": ["REFERENCE", "127.0.0.1", orthanc_port]},
     ) as isengard:
+        wait_for_port(orthanc_port)  # Orthanc answers HTTP before its DICOM server listens
         uploaded = isengard.upload(path)
         answer = orthanc.client.post("/modalities/isengard/move", json={
             "Level": "Study", "Resources": [{"StudyInstanceUID": ds.StudyInstanceUID}], "TargetAet": "REFERENCE",
