@@ -21,6 +21,7 @@ IMAGES = [
     "Issue16.dcm", "Issue22-NoPixelData.dcm", "MultiframeWindowing.dcm", "2022-11-14-RLEPlanarConfiguration.dcm",
     "2023-04-21-RLEPlanarConfigurationYBR_FULL.dcm", "Formats/Jpeg.dcm", "Formats/JpegLossless.dcm", "Formats/Rle.dcm",
     "Formats/jp2k91YBR-ICT.dcm", "Knix/Loc/IM-0001-0001.dcm", "2026-05-26-oob-monochrome-65535.dcm",
+    "DicomSeg.dcm",  # 1 bit per pixel
 ]
 ROUTES = ["preview", "image-uint8", "image-uint16", "image-int16", "rendered", "frames/0/rendered?window-center=40&window-width=400",
           "frames/0/preview"]
@@ -165,7 +166,7 @@ def test_frames_of_an_enhanced_multiframe_have_their_own_window(isengard, orthan
 # which MATLAB's permute then turns into columns × rows × 3; Isengard writes [ 3 columns rows ].
 MATLAB_SWAPPED_IN_ORTHANC = {"Implicit-vr-us-palette.dcm": (b"[ 3 600 800 ]", b"[ 3 800 600 ]")}
 ARRAYS = ["SignedCT.dcm", "ColorTestMalaterre.dcm", "MultiframeWindowing.dcm", "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm",
-          "TransferSyntaxes/1.2.840.10008.1.2.5.dcm", "Implicit-vr-us-palette.dcm"]
+          "TransferSyntaxes/1.2.840.10008.1.2.5.dcm", "Implicit-vr-us-palette.dcm", "DicomSeg.dcm"]
 
 
 @pytest.mark.parametrize("route", ["numpy", "numpy?rescale=0", "numpy?compress=1", "frames/0/numpy", "frames/0/numpy?rescale=false",
@@ -187,3 +188,96 @@ def test_arrays_are_those_of_orthanc(isengard, orthanc, stored, path, route):  #
         (mine,), (reference,) = mine.values(), reference.values()
     assert (mine.dtype, mine.shape) == (reference.dtype, reference.shape)
     assert numpy.array_equal(mine, reference)
+
+
+@pytest.mark.parametrize("route", ["preview", "image-uint16", "rendered", "numpy", "matlab", "raw", "raw.gz"])
+@pytest.mark.parametrize("path", ["TransferSyntaxes/1.2.840.10008.1.2.dcm", "TransferSyntaxes/1.2.840.10008.1.2.1.99.dcm",
+                                  "DicomSeg.dcm", "TransferSyntaxes/1.2.840.10008.1.2.5.dcm", "Issue16.dcm"])
+def test_a_frame_beyond_the_last_is_refused_as_by_orthanc(isengard, orthanc, stored, path, route):  # noqa: F811
+    """Images: 404 if the file is uncompressed, 415 if compressed; arrays and raw frames: 400."""
+    frames = len(orthanc.client.get(f"/instances/{stored[path]}/frames").json())
+    url = f"/instances/{stored[path]}/frames/{frames}/{route}"
+    ours, theirs = isengard.client.get(url), orthanc.client.get(url)
+    assert ours.status_code == theirs.status_code, ours.text
+    assert f"No frame {frames}" in ours.json()["Details"]
+
+
+def thirty_two_bit_file(signed: bool) -> tuple[bytes, numpy.ndarray]:
+    """A 4 × 5 greyscale image of 32-bit pixels reaching both ends of their range, and its values."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    values = numpy.arange(20, dtype=numpy.int64).reshape(4, 5) * 100_000 - (1_000_000 if signed else 0)
+    if signed:
+        values[0, 0] = -2**31
+    values[3, 4] = 2**31 - 1 if signed else 2**32 - 1
+    values = values.astype(numpy.int32 if signed else numpy.uint32)
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    dataset.SOPInstanceUID, dataset.StudyInstanceUID, dataset.SeriesInstanceUID = (generate_uid() for _ in range(3))
+    dataset.PatientID = "32BITS"
+    dataset.Rows, dataset.Columns, dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 4, 5, 1, "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 32, 32, 31, int(signed)
+    dataset.PixelData = values.tobytes()
+    output = io.BytesIO()
+    dataset.save_as(output, enforce_file_format=True)
+    return output.getvalue(), values
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_32_bit_pixels_are_decoded_and_windowed(isengard, signed):
+    """Orthanc 1.10.1 answers 415 to every image of these; Isengard decodes them."""
+    data, values = thirty_two_bit_file(signed)
+    instance = isengard.client.post("/instances", content=data).json()["ID"]
+    stored = numpy.load(io.BytesIO(isengard.client.get(f"/instances/{instance}/numpy?rescale=0").content))
+    assert stored.dtype == values.dtype and numpy.array_equal(stored[0, :, :, 0], values)
+    low = -1_000_000 if signed else 0  # a window of 2,000,000 from the first value after the minimum
+    rendered = isengard.client.get(f"/instances/{instance}/rendered?window-center={low + 1_000_000}&window-width=2000000")
+    expected = numpy.clip((values.astype(numpy.float64) - low) * 255 / 2_000_000, 0, 255).astype(numpy.uint8)
+    assert numpy.array_equal(pixels(rendered.content)[2], expected)
+    preview = pixels(isengard.client.get(f"/instances/{instance}/preview").content)[2]  # the whole 32-bit range
+    assert preview.min() == 0 and preview.max() == 255 and preview[3, 4] == 255
+    uint16 = pixels(isengard.client.get(f"/instances/{instance}/image-uint16").content)[2]
+    assert numpy.array_equal(uint16, numpy.clip(values.astype(numpy.int64), 0, 65535))
+
+
+def with_lookup_tables(keep_window: bool, modality_lut: bool) -> bytes:
+    """SignedCT.dcm given a VOI LUT sequence (an inverting ramp), with or without its window, or a
+    modality LUT sequence in place of its rescale."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.uid import generate_uid
+
+    dataset = pydicom.dcmread(SAMPLES / "SignedCT.dcm")
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    lut = Dataset()
+    if modality_lut:
+        del dataset.RescaleIntercept, dataset.RescaleSlope
+        lut.LUTDescriptor, lut.ModalityLUTType = [4096, 0, 16], "HU"
+        lut.LUTData = (numpy.arange(4096, dtype=numpy.uint16) * 2).tobytes()
+        dataset.ModalityLUTSequence = [lut]
+    else:
+        if not keep_window:
+            del dataset.WindowCenter, dataset.WindowWidth
+        lut.LUTDescriptor, lut.LUTData = [256, 0, 8], (255 - numpy.arange(256, dtype=numpy.uint16)).tobytes()
+        dataset.VOILUTSequence = [lut]
+    output = io.BytesIO()
+    dataset.save_as(output)
+    return output.getvalue()
+
+
+@pytest.mark.parametrize("keep_window, modality_lut", [(False, False), (True, False), (True, True)])
+def test_lookup_table_sequences_are_ignored_as_by_orthanc(isengard, orthanc, keep_window, modality_lut):  # noqa: F811
+    """Orthanc 1.10.1 renders with the window (or the stored range) and the rescale, never through a
+    VOI LUT or modality LUT sequence: Isengard's images and arrays are the same."""
+    data = with_lookup_tables(keep_window, modality_lut)
+    instance = isengard.client.post("/instances", content=data).json()["ID"]
+    assert orthanc.client.post("/instances", content=data).json()["ID"] == instance
+    for route in [*ROUTES, "numpy"]:
+        ours, theirs = (server.client.get(f"/instances/{instance}/{route}").content for server in (isengard, orthanc))
+        if route == "numpy":
+            assert numpy.array_equal(numpy.load(io.BytesIO(ours)), numpy.load(io.BytesIO(theirs)))
+        else:
+            assert numpy.array_equal(pixels(ours)[2], pixels(theirs)[2]), route

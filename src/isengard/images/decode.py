@@ -36,14 +36,13 @@ def declared_frame_count(dataset: Dataset) -> int:
 
 def decode_frame(dataset: Dataset, index: int) -> "numpy.ndarray":
     """Frame `index` (from 0) as stored: rows × columns of the stored values for one sample per
-    pixel, rows × columns × 3 for colour, YBR and palettes converted to RGB. Raises IsengardError
-    UnsupportedMediaType without pixel data, beyond the last frame (as Orthanc), or if the frame
-    cannot be decoded."""
+    pixel, rows × columns × 3 for colour, YBR and palettes converted to RGB, 1-bit pixels as 0 and
+    255 (as Orthanc 1.10.1 answers them). Raises IsengardError UnsupportedMediaType without pixel
+    data or if the frame cannot be decoded, ParameterOutOfRange beyond the last frame."""
     count = frame_count(dataset)
     if count == 0:
         raise IsengardError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "The instance has no pixel data")
-    if not 0 <= index < count:
-        raise IsengardError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"No frame {index}: the instance has {count}")
+    _check_frame(index, count)
     from pydicom.pixels import pixel_array
 
     _declare_transfer_syntax(dataset)
@@ -54,12 +53,19 @@ def decode_frame(dataset: Dataset, index: int) -> "numpy.ndarray":
         frame = pixel_array(dataset, index=index, raw=False, decoding_plugin=decoding_plugin(dataset))
         if str(dataset.get("PhotometricInterpretation", "")).strip() == "PALETTE COLOR":
             frame = _palette_applied(frame, dataset)
+        if int(dataset.get("BitsAllocated") or 0) == 1:
+            frame = frame * 255  # stays uint8
         return frame
     except Exception as exc:  # the codecs raise anything, from RuntimeError to struct.error
         syntax = dataset.file_meta.get("TransferSyntaxUID", "unknown") if dataset.file_meta else "unknown"
         raise IsengardError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"Cannot decode the pixel data (transfer syntax {syntax}): {exc}"
         ) from None
+
+
+def _check_frame(index: int, count: int) -> None:
+    if not 0 <= index < count:
+        raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"No frame {index}: the instance has {count}")
 
 
 def _syntax(dataset: Dataset) -> str | None:
@@ -157,8 +163,7 @@ def raw_frame(dataset: Dataset, index: int) -> bytes:
     count = frame_count(dataset)
     if count == 0:  # Orthanc's answer too, where a decoding would be an unsupported media type
         raise IsengardError(ErrorCode.BAD_FILE_FORMAT, "The instance has no pixel data")
-    if not 0 <= index < count:
-        raise IsengardError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"No frame {index}: the instance has {count}")
+    _check_frame(index, count)
     data = dataset.PixelData
     syntax = dataset.file_meta.get("TransferSyntaxUID") if dataset.file_meta else None
     if syntax is not None and syntax.is_compressed:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 
 from ..errors import ErrorCode, IsengardError
 from ..processes import Message, serve
@@ -59,9 +60,9 @@ def _answer(request: dict[str, Any]) -> Message:
         return {"media_type": raw_media_type(dataset)}, raw_frame(dataset, request["frame"])
     if operation == "numpy":
         return {}, _numpy(dataset, request["frames"], request["rescale"], request["compress"])
-    frame = decode_frame(dataset, request["frame"])
     if operation == "matlab":
-        return {}, matlab(frame)
+        return {}, matlab(decode_frame(dataset, request["frame"]))
+    frame = _image_frame(dataset, request["frame"])
     if operation == "preview":
         image = preview(frame, dataset)
     elif operation == "rendered":
@@ -71,6 +72,19 @@ def _answer(request: dict[str, Any]) -> Message:
     else:
         raise IsengardError(ErrorCode.PARAMETER_OUT_OF_RANGE, f"Unknown image operation: {operation}")
     return {}, encode(image, request["media_type"], request["quality"])
+
+
+def _image_frame(dataset: Dataset, index: int) -> numpy.ndarray:
+    """The frame to render. Beyond the last frame, Orthanc 1.10.1 answers its images 404 for an
+    uncompressed file and 415 for a compressed one (where its decoder fails first); the arrays 400."""
+    try:
+        return decode_frame(dataset, index)
+    except IsengardError as exc:
+        if exc.code is not ErrorCode.PARAMETER_OUT_OF_RANGE:
+            raise
+        compressed = dataset.file_meta.get("TransferSyntaxUID", ExplicitVRLittleEndian).is_compressed
+        code = ErrorCode.UNSUPPORTED_MEDIA_TYPE if compressed else ErrorCode.INEXISTENT_ITEM
+        raise IsengardError(code, exc.details) from None
 
 
 def _numpy(dataset: Dataset, frames: list[int] | None, rescale: bool, compress: bool) -> bytes:
